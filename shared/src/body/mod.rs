@@ -1,0 +1,6 @@
+//! The body types that travel inside an [`crate::Envelope`], one module per domain.
+
+pub mod alert;
+pub mod audit;
+pub mod exchange;
+pub mod incident;

@@ -1,0 +1,169 @@
+//! The consume loop every worker runs: pull a batch, handle its messages concurrently, make the
+//! ledger durable once for the batch, then ack, nak with a delay, or terminate each message.
+//!
+//! Acking only after the ledger flush is what makes a crash safe: a message acked is a message
+//! whose effects are on disk, and a message not acked is redelivered and answered from the
+//! ledger. One flush per batch keeps the fsync off the per-message path.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use futures::{FutureExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::Bus;
+use crate::error::ServiceError;
+use crate::ledger::Ledger;
+use crate::subjects::StreamKind;
+
+/// What to do with a message once handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done (its effects are recorded): never deliver again.
+    Ack,
+    /// Failed for a passing reason: deliver again after the delay.
+    Nak(Duration),
+    /// Can never succeed (a poison message): drop it, with the reason logged.
+    Term(String),
+}
+
+/// Which durable consumer to run.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub stream: StreamKind,
+    pub durable: String,
+    pub filters: Vec<String>,
+}
+
+/// Runs `handler` over the consumer's messages until `shutdown` is cancelled, then finishes the
+/// batch in hand (drain) and returns. `ledger`, when given, is flushed before each batch's acks.
+pub async fn run_consumer<H, F>(
+    bus: &Bus,
+    spec: ConsumerSpec,
+    ledger: Option<Arc<dyn Ledger>>,
+    shutdown: CancellationToken,
+    handler: H,
+) -> Result<(), ServiceError>
+where
+    H: Fn(jetstream::Message) -> F + Send + Sync,
+    F: Future<Output = Disposition> + Send,
+{
+    let consumer = bus
+        .durable_consumer(spec.stream, &spec.durable, spec.filters.clone())
+        .await?;
+    let batch = bus.config.batch_size;
+    let name = spec.durable.clone();
+    tracing::info!(consumer = %name, filters = ?spec.filters, "consuming");
+
+    'reconnect: while !shutdown.is_cancelled() {
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(consumer = %name, error = %e, "cannot start pulling, retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        };
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'reconnect,
+                next = messages.next() => next,
+            };
+            let first = match first {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(consumer = %name, error = %e, "pull error");
+                    metrics::counter!("mcplane_pull_errors_total", "consumer" => name.clone())
+                        .increment(1);
+                    // Heartbeat and transient errors do not end the stream; a closed one
+                    // ends with None.
+                    continue;
+                }
+                None => {
+                    tracing::warn!(consumer = %name, "message stream ended, re-subscribing");
+                    continue 'reconnect;
+                }
+            };
+            let mut chunk = vec![first];
+            while chunk.len() < batch {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(m))) => chunk.push(m),
+                    _ => break,
+                }
+            }
+            handle_chunk(&name, chunk, ledger.as_deref(), &handler, bus.config.max_deliver)
+                .await;
+        }
+    }
+    tracing::info!(consumer = %name, "consumer drained and stopped");
+    Ok(())
+}
+
+async fn handle_chunk<H, F>(
+    name: &str,
+    chunk: Vec<jetstream::Message>,
+    ledger: Option<&dyn Ledger>,
+    handler: &H,
+    max_deliver: i64,
+) where
+    H: Fn(jetstream::Message) -> F + Send + Sync,
+    F: Future<Output = Disposition> + Send,
+{
+    let started = Instant::now();
+    let outcomes = futures::future::join_all(chunk.iter().map(|m| {
+        if m.info().map(|i| i.delivered > 1).unwrap_or(false) {
+            metrics::counter!("mcplane_redeliveries_total", "consumer" => name.to_string())
+                .increment(1);
+        }
+        handler(m.clone())
+    }))
+    .await;
+
+    if let Some(ledger) = ledger {
+        if let Err(e) = ledger.flush() {
+            // Without a durable ledger nothing may be acked: let every message come again.
+            tracing::error!(consumer = %name, error = %e, "ledger flush failed; batch will be redelivered");
+            metrics::counter!("mcplane_ledger_errors_total", "consumer" => name.to_string())
+                .increment(1);
+            for m in &chunk {
+                let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+            return;
+        }
+    }
+
+    for (m, outcome) in chunk.iter().zip(outcomes) {
+        let delivered = m.info().map(|i| i.delivered).unwrap_or(1);
+        let (kind, label) = match outcome {
+            Disposition::Ack => (AckKind::Ack, "ack"),
+            Disposition::Nak(_) if delivered >= max_deliver => {
+                tracing::error!(consumer = %name, subject = %m.subject, delivered, "giving up on message after max deliveries");
+                (AckKind::Term, "gave_up")
+            }
+            Disposition::Nak(delay) => (AckKind::Nak(Some(delay)), "nak"),
+            Disposition::Term(reason) => {
+                tracing::error!(consumer = %name, subject = %m.subject, %reason, "poison message dropped");
+                (AckKind::Term, "term")
+            }
+        };
+        metrics::counter!("mcplane_messages_total", "consumer" => name.to_string(), "outcome" => label)
+            .increment(1);
+        if let Err(e) = m.ack_with(kind).await {
+            tracing::warn!(consumer = %name, error = %e, "ack failed; message will be redelivered");
+        }
+    }
+    metrics::histogram!("mcplane_batch_seconds", "consumer" => name.to_string())
+        .record(started.elapsed().as_secs_f64());
+}

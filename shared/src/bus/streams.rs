@@ -1,0 +1,112 @@
+//! The streams and buckets mcplane needs, created idempotently by whichever service starts
+//! first. Existing streams are left as they are, so an operator's tuning survives restarts.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+
+use super::Bus;
+use crate::error::ServiceError;
+use crate::subjects::StreamKind;
+
+impl Bus {
+    /// Creates every stream and bucket that does not exist yet.
+    pub async fn ensure(&self) -> Result<(), ServiceError> {
+        for kind in StreamKind::ALL {
+            self.ensure_stream(kind).await?;
+        }
+        self.ensure_bucket(&self.subjects.results_bucket(), Duration::from_secs(24 * 3600))
+            .await?;
+        self.ensure_bucket(&self.subjects.claims_bucket(), Duration::from_secs(7 * 24 * 3600))
+            .await?;
+        Ok(())
+    }
+
+    fn stream_config(&self, kind: StreamKind) -> stream::Config {
+        let day = Duration::from_secs(24 * 3600);
+        let (retention, max_age) = match kind {
+            // A hand-off is done once its stage acked it.
+            StreamKind::Pipeline => (stream::RetentionPolicy::WorkQueue, day),
+            // Kept so that a correlator replica can rebuild its state by replaying.
+            StreamKind::Alerts => (stream::RetentionPolicy::Limits, 7 * day),
+            StreamKind::Incidents | StreamKind::Summaries => {
+                (stream::RetentionPolicy::Limits, 7 * day)
+            }
+            // The audit chain can be rebuilt from here; keep it for as long as it is needed.
+            StreamKind::Audit => (stream::RetentionPolicy::Limits, 365 * day),
+        };
+        stream::Config {
+            name: self.subjects.stream_name(kind),
+            subjects: self.subjects.stream_subjects(kind),
+            retention,
+            max_age,
+            storage: stream::StorageType::File,
+            num_replicas: self.config.stream_replicas,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        }
+    }
+
+    async fn ensure_stream(&self, kind: StreamKind) -> Result<stream::Stream, ServiceError> {
+        self.js
+            .get_or_create_stream(self.stream_config(kind))
+            .await
+            .map_err(|e| ServiceError::bus(format!("stream {}: {e}", self.subjects.stream_name(kind))))
+    }
+
+    async fn ensure_bucket(&self, bucket: &str, max_age: Duration) -> Result<kv::Store, ServiceError> {
+        if let Ok(store) = self.js.get_key_value(bucket).await {
+            return Ok(store);
+        }
+        self.js
+            .create_key_value(kv::Config {
+                bucket: bucket.to_string(),
+                history: 1,
+                max_age,
+                storage: stream::StorageType::File,
+                num_replicas: self.config.stream_replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ServiceError::bus(format!("kv bucket {bucket}: {e}")))
+    }
+
+    /// A KV bucket created by [`Bus::ensure`].
+    pub async fn bucket(&self, bucket: &str) -> Result<kv::Store, ServiceError> {
+        self.js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| ServiceError::bus(format!("kv bucket {bucket}: {e}")))
+    }
+
+    /// A durable pull consumer on one of mcplane's streams, created or updated to `filters`.
+    /// Replicas of a service share the durable, so each message goes to one of them.
+    pub async fn durable_consumer(
+        &self,
+        kind: StreamKind,
+        durable: &str,
+        filters: Vec<String>,
+    ) -> Result<consumer::PullConsumer, ServiceError> {
+        let stream = self.ensure_stream(kind).await?;
+        let config = consumer::pull::Config {
+            durable_name: Some(durable.to_string()),
+            filter_subjects: filters,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(self.config.ack_wait_secs),
+            max_deliver: self.config.max_deliver,
+            max_ack_pending: (self.config.batch_size as i64 * 8).max(1024),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        };
+        // create_consumer updates an existing durable whose config changed in an allowed way.
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| ServiceError::bus(format!("consumer {durable}: {e}")))
+    }
+
+    /// The JetStream context, for callers that need the raw API.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+}

@@ -1,0 +1,185 @@
+//! The idempotency ledger: which messages a stage has already done, and what it produced.
+//!
+//! A redelivered message whose key is in the ledger is answered from it, never recomputed.
+//! sled is a local cache here, not the only copy: anything that must happen once across the
+//! fleet is also claimed in a NATS KV bucket (see [`crate::bus::Claims`]).
+//!
+//! sled 0.34 has no TTL, never shrinks its files after deletes, fsyncs only every 500 ms unless
+//! flushed, and lets one process lock a folder. So the ledger (1) expires by rotating whole
+//! folders (`gen-<unix secs>`), looking keys up in the current and the previous generation,
+//! (2) is flushed by the consume loop once per batch before the batch is acked, and (3) lives in
+//! its own folder per stage and partition so a partition can move between replicas.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::error::ServiceError;
+
+/// What a stage needs from its ledger.
+pub trait Ledger: Send + Sync {
+    /// The stored output for `key`, if the key is done.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ServiceError>;
+    /// Records `key` as done with its output (durable after the next [`Ledger::flush`]).
+    fn put(&self, key: &str, output: &[u8]) -> Result<(), ServiceError>;
+    /// Makes every earlier `put` durable.
+    fn flush(&self) -> Result<(), ServiceError>;
+}
+
+struct Generations {
+    current: (i64, sled::Db),
+    previous: Option<(i64, sled::Db)>,
+}
+
+/// A sled ledger in `dir`, rotated every `retention`: a key stays findable for at least
+/// `retention` and at most twice that.
+pub struct SledLedger {
+    dir: PathBuf,
+    retention: Duration,
+    gens: RwLock<Generations>,
+}
+
+impl SledLedger {
+    pub fn open(dir: impl AsRef<Path>, retention: Duration) -> Result<Self, ServiceError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        let mut stamps = list_generations(&dir)?;
+        stamps.sort_unstable();
+        let current_stamp = match stamps.last() {
+            Some(s) => *s,
+            None => Utc::now().timestamp(),
+        };
+        let previous_stamp = stamps.iter().rev().nth(1).copied();
+        for old in stamps.iter().filter(|s| {
+            **s != current_stamp && Some(**s) != previous_stamp
+        }) {
+            let _ = std::fs::remove_dir_all(gen_dir(&dir, *old));
+        }
+        let current = (current_stamp, open_db(&gen_dir(&dir, current_stamp))?);
+        let previous = match previous_stamp {
+            Some(s) => Some((s, open_db(&gen_dir(&dir, s))?)),
+            None => None,
+        };
+        let ledger = SledLedger {
+            dir,
+            retention,
+            gens: RwLock::new(Generations { current, previous }),
+        };
+        ledger.rotate_if_due()?;
+        Ok(ledger)
+    }
+
+    /// Starts a new generation when the current one is older than the retention, dropping the
+    /// one before it. Called by the consume loop between batches.
+    pub fn rotate_if_due(&self) -> Result<bool, ServiceError> {
+        let now = Utc::now().timestamp();
+        let due = {
+            let gens = self.gens.read().map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+            self.retention.is_zero() || now - gens.current.0 >= self.retention.as_secs() as i64
+        };
+        if !due {
+            return Ok(false);
+        }
+        let mut gens = self.gens.write().map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+        if !self.retention.is_zero() && now - gens.current.0 < self.retention.as_secs() as i64 {
+            return Ok(false);
+        }
+        let stamp = now.max(gens.current.0 + 1);
+        let fresh = open_db(&gen_dir(&self.dir, stamp))?;
+        gens.current.1.flush()?;
+        let old_current = std::mem::replace(&mut gens.current, (stamp, fresh));
+        if let Some((old_stamp, old_db)) = gens.previous.replace(old_current) {
+            drop(old_db);
+            let _ = std::fs::remove_dir_all(gen_dir(&self.dir, old_stamp));
+        }
+        tracing::info!(dir = %self.dir.display(), generation = stamp, "ledger rotated");
+        Ok(true)
+    }
+}
+
+impl Ledger for SledLedger {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ServiceError> {
+        let gens = self.gens.read().map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+        if let Some(v) = gens.current.1.get(key)? {
+            return Ok(Some(v.to_vec()));
+        }
+        if let Some((_, prev)) = &gens.previous {
+            if let Some(v) = prev.get(key)? {
+                return Ok(Some(v.to_vec()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn put(&self, key: &str, output: &[u8]) -> Result<(), ServiceError> {
+        let gens = self.gens.read().map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+        gens.current.1.insert(key, output)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), ServiceError> {
+        let gens = self.gens.read().map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+        gens.current.1.flush()?;
+        Ok(())
+    }
+}
+
+fn gen_dir(dir: &Path, stamp: i64) -> PathBuf {
+    dir.join(format!("gen-{stamp}"))
+}
+
+fn open_db(path: &Path) -> Result<sled::Db, ServiceError> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(8 * 1024 * 1024)
+        .open()
+        .map_err(|e| ServiceError::storage(format!("{}: {e}", path.display())))
+}
+
+fn list_generations(dir: &Path) -> Result<Vec<i64>, ServiceError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(stamp) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("gen-"))
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            out.push(stamp);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let l = SledLedger::open(dir.path(), Duration::from_secs(3600)).unwrap();
+            assert_eq!(l.get("a").unwrap(), None);
+            l.put("a", b"out").unwrap();
+            l.flush().unwrap();
+        }
+        let l = SledLedger::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        assert_eq!(l.get("a").unwrap().as_deref(), Some(&b"out"[..]));
+    }
+
+    #[test]
+    fn rotation_keeps_one_previous_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = SledLedger::open(dir.path(), Duration::from_secs(0)).unwrap();
+        l.put("old", b"1").unwrap();
+        // Retention zero: every call rotates.
+        assert!(l.rotate_if_due().unwrap());
+        assert_eq!(l.get("old").unwrap().as_deref(), Some(&b"1"[..]));
+        assert!(l.rotate_if_due().unwrap());
+        assert_eq!(l.get("old").unwrap(), None);
+        assert!(list_generations(dir.path()).unwrap().len() <= 2);
+    }
+}

@@ -1,0 +1,34 @@
+//! The common crate of mcplane: every contract two services share lives here and only here.
+//!
+//! Services depend on this crate and never on each other. It holds the wire contracts (the
+//! [`Envelope`] and its body types, the [`Subjects`], the stable [`ErrorCode`]s) and the
+//! machinery every worker needs the same way: the JetStream [`bus`], the sled idempotency
+//! [`ledger`], typed [`config`] loading and [`telemetry`].
+
+pub mod body;
+pub mod bus;
+pub mod canonical_json;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod ledger;
+pub mod pipeline;
+pub mod schema;
+pub mod subjects;
+pub mod telemetry;
+
+pub use body::{
+    alert::{AlertStatus, CanonicalAlert, RawAlert, Severity},
+    audit::{AuditEvent, AuditOutcome},
+    exchange::{AiRequest, AiResponse, ContextItem, Exchange, RequestType, Usage},
+    incident::{IncidentAlert, IncidentEvent, IncidentEventKind, IncidentSummary},
+};
+pub use envelope::{
+    BodyKind, Classification, Envelope, Itinerary, Kind, Principal, PrincipalKind, Step,
+    TraceContext,
+};
+pub use error::{ErrorBody, ErrorCode, ServiceError};
+pub use subjects::{Service, Subjects};
+
+/// The default subject prefix, also used to derive stream and bucket names.
+pub const DEFAULT_PREFIX: &str = "mcplane";

