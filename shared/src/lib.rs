@@ -5,6 +5,7 @@
 //! machinery every worker needs the same way: the JetStream [`bus`], the sled idempotency
 //! [`ledger`], typed [`config`] loading and [`telemetry`].
 
+pub mod alerts;
 pub mod body;
 pub mod bus;
 pub mod canonical_json;
@@ -13,6 +14,7 @@ pub mod envelope;
 pub mod error;
 pub mod ledger;
 pub mod pipeline;
+pub mod process;
 pub mod schema;
 pub mod subjects;
 pub mod telemetry;
