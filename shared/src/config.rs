@@ -229,6 +229,28 @@ impl Document {
         table.insert(last.to_string(), value);
     }
 
+    /// The value at a dotted key, if set.
+    pub fn get(&self, dotted: &str) -> Option<&toml::Value> {
+        let mut parts = dotted.split('.');
+        let mut value = self.table.get(parts.next()?)?;
+        for part in parts {
+            value = value.as_table()?.get(part)?;
+        }
+        Some(value)
+    }
+
+    /// Makes a relative path at `dotted` relative to `base` (a configuration file's folder),
+    /// so a config file can name files beside it whatever the working directory.
+    pub fn resolve_path(&mut self, dotted: &str, base: &Path) {
+        if let Some(toml::Value::String(p)) = self.get(dotted) {
+            let path = Path::new(p);
+            if path.is_relative() {
+                let joined = base.join(path).display().to_string();
+                self.set(dotted, toml::Value::String(joined));
+            }
+        }
+    }
+
     /// The common part, validated.
     pub fn common(&self) -> Result<Common, ConfigError> {
         let mut common = Common::default();

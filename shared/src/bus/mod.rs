@@ -14,7 +14,7 @@ mod results;
 mod streams;
 
 pub use claims::{Claim, Claims};
-pub use connect::connect;
+pub use connect::{connect, version_at_least};
 pub use consume::{run_consumer, ConsumerSpec, Disposition};
 pub use publish::{audit_publication, Publication};
 pub use results::{result_publications, ResultStore};

@@ -1,0 +1,20 @@
+# One image with every mcplane binary; docker-compose.yml picks the binary per service.
+FROM rust:1.89-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bins \
+ && mkdir /out \
+ && cp target/release/mcplane target/release/mcplane-* /out/ \
+ && rm -f /out/*.d
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --home /data mcplane \
+ && mkdir -p /data /keys && chown mcplane /data /keys
+COPY --from=build /out/ /usr/local/bin/
+COPY examples/ /etc/mcplane/
+USER mcplane
+ENV MCPLANE_DATA_DIR=/data
+WORKDIR /data

@@ -1,0 +1,126 @@
+//! The command line's shape. Stable: tests, docs and operators rely on it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "mcplane", version, about = "mcplane: a Model Control Plane on NATS")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole fleet in one process (development).
+    Up(FleetArgs),
+    /// Run the fleet, replay examples/alerts/, send one AI request, print the incident summary
+    /// and the audit verification, and exit.
+    Demo(DemoArgs),
+    /// Run one service (what each `mcplane-<service>` binary does).
+    Run(RunArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Verify and inspect the audit chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Write (or check) the JSON Schemas of the wire contracts.
+    Schemas(SchemasArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    /// Configuration file (TOML). Default: examples/mcplane.toml when present.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// NATS URL. Without it: nats://127.0.0.1:4222 if a server answers there, else a
+    /// nats-server started here.
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// HTTP listen address of the gateway (default 127.0.0.1:8080).
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Data folder (default ./data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Folder of sample alert payloads, named `NN-name.<source>.json`.
+    #[arg(long)]
+    pub alerts: Option<PathBuf>,
+    /// Seconds to wait for incident summaries.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// gateway, auth, enrichment, redaction, model, audit, correlator or notifier.
+    pub service: String,
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub nats: Option<String>,
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (it is shown only this once).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// Role(s) of the key's principal; repeat for several.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// A machine caller (the correlator, automation). With `--tenant '*'` it may act for
+        /// any tenant.
+        #[arg(long)]
+        service_account: bool,
+        /// Days until the key expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+    },
+    /// List keys (ids and metadata, never the keys).
+    List {
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        key_id: String,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Exit 0 on an intact chain, non-zero naming the first bad entry otherwise.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SchemasArgs {
+    /// Output folder.
+    #[arg(long, default_value = "schemas")]
+    pub out: PathBuf,
+    /// Do not write; exit non-zero when a file differs from the types.
+    #[arg(long)]
+    pub check: bool,
+}
