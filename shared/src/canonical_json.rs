@@ -50,6 +50,9 @@ mod tests {
     #[test]
     fn keys_are_sorted_at_every_level() {
         let v = json!({"b": 1, "a": {"z": [true, null], "y": "s\"q"}});
-        assert_eq!(super::to_string(&v), r#"{"a":{"y":"s\"q","z":[true,null]},"b":1}"#);
+        assert_eq!(
+            super::to_string(&v),
+            r#"{"a":{"y":"s\"q","z":[true,null]},"b":1}"#
+        );
     }
 }

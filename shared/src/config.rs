@@ -73,7 +73,10 @@ impl Default for BusConfig {
 impl Validate for BusConfig {
     fn validate(&self, section: &str) -> Result<(), ConfigError> {
         if self.url.trim().is_empty() {
-            return Err(ConfigError::new(format!("{section}.url"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{section}.url"),
+                "must not be empty",
+            ));
         }
         crate::subjects::validate_token(&self.prefix).map_err(|_| {
             ConfigError::new(
@@ -94,10 +97,16 @@ impl Validate for BusConfig {
             ));
         }
         if self.ack_wait_secs == 0 {
-            return Err(ConfigError::new(format!("{section}.ack_wait_secs"), "must be > 0"));
+            return Err(ConfigError::new(
+                format!("{section}.ack_wait_secs"),
+                "must be > 0",
+            ));
         }
         if self.max_deliver < 1 {
-            return Err(ConfigError::new(format!("{section}.max_deliver"), "must be >= 1"));
+            return Err(ConfigError::new(
+                format!("{section}.max_deliver"),
+                "must be >= 1",
+            ));
         }
         Ok(())
     }
@@ -307,7 +316,9 @@ fn deserialize<T: DeserializeOwned>(value: toml::Value, key: &str) -> Result<T, 
 fn parse_scalar(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }

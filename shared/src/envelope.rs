@@ -255,7 +255,8 @@ impl<B: BodyKind> Envelope<B> {
 
     /// Decodes JSON bytes, checking that the kind on the wire matches `B`.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, ErrorCode> {
-        let env: Envelope<B> = serde_json::from_slice(bytes).map_err(|_| ErrorCode::InvalidEnvelope)?;
+        let env: Envelope<B> =
+            serde_json::from_slice(bytes).map_err(|_| ErrorCode::InvalidEnvelope)?;
         if env.kind != B::KIND {
             return Err(ErrorCode::InvalidEnvelope);
         }

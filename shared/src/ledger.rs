@@ -26,6 +26,10 @@ pub trait Ledger: Send + Sync {
     fn put(&self, key: &str, output: &[u8]) -> Result<(), ServiceError>;
     /// Makes every earlier `put` durable.
     fn flush(&self) -> Result<(), ServiceError>;
+    /// Periodic upkeep between batches (rotation, for the sled ledger). Cheap when not due.
+    fn maintain(&self) -> Result<(), ServiceError> {
+        Ok(())
+    }
 }
 
 struct Generations {
@@ -52,9 +56,10 @@ impl SledLedger {
             None => Utc::now().timestamp(),
         };
         let previous_stamp = stamps.iter().rev().nth(1).copied();
-        for old in stamps.iter().filter(|s| {
-            **s != current_stamp && Some(**s) != previous_stamp
-        }) {
+        for old in stamps
+            .iter()
+            .filter(|s| **s != current_stamp && Some(**s) != previous_stamp)
+        {
             let _ = std::fs::remove_dir_all(gen_dir(&dir, *old));
         }
         let current = (current_stamp, open_db(&gen_dir(&dir, current_stamp))?);
@@ -76,13 +81,19 @@ impl SledLedger {
     pub fn rotate_if_due(&self) -> Result<bool, ServiceError> {
         let now = Utc::now().timestamp();
         let due = {
-            let gens = self.gens.read().map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+            let gens = self
+                .gens
+                .read()
+                .map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
             self.retention.is_zero() || now - gens.current.0 >= self.retention.as_secs() as i64
         };
         if !due {
             return Ok(false);
         }
-        let mut gens = self.gens.write().map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+        let mut gens = self
+            .gens
+            .write()
+            .map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
         if !self.retention.is_zero() && now - gens.current.0 < self.retention.as_secs() as i64 {
             return Ok(false);
         }
@@ -101,7 +112,10 @@ impl SledLedger {
 
 impl Ledger for SledLedger {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ServiceError> {
-        let gens = self.gens.read().map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+        let gens = self
+            .gens
+            .read()
+            .map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
         if let Some(v) = gens.current.1.get(key)? {
             return Ok(Some(v.to_vec()));
         }
@@ -114,15 +128,25 @@ impl Ledger for SledLedger {
     }
 
     fn put(&self, key: &str, output: &[u8]) -> Result<(), ServiceError> {
-        let gens = self.gens.read().map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+        let gens = self
+            .gens
+            .read()
+            .map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
         gens.current.1.insert(key, output)?;
         Ok(())
     }
 
     fn flush(&self) -> Result<(), ServiceError> {
-        let gens = self.gens.read().map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+        let gens = self
+            .gens
+            .read()
+            .map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
         gens.current.1.flush()?;
         Ok(())
+    }
+
+    fn maintain(&self) -> Result<(), ServiceError> {
+        self.rotate_if_due().map(|_| ())
     }
 }
 

@@ -15,8 +15,8 @@ use tracing::Instrument;
 use crate::body::audit::AuditOutcome;
 use crate::body::exchange::Exchange;
 use crate::bus::{
-    audit_publication, result_publications, run_consumer, Bus, ConsumerSpec, Disposition,
-    Publication,
+    audit_publication, publish_once, result_publications, run_consumer, Bus, ConsumerSpec,
+    Disposition, Publication,
 };
 use crate::envelope::{Envelope, Step};
 use crate::error::{ErrorBody, ServiceError};
@@ -61,28 +61,34 @@ where
     let handler = &handler;
     let bus_ref = &bus;
     let ledger_ref = &ledger;
-    run_consumer(&bus, spec, Some(ledger.clone()), shutdown, move |msg| async move {
-        let env = match Envelope::<Exchange>::from_slice(&msg.payload) {
-            Ok(env) => env,
-            Err(code) => return Disposition::Term(format!("{code}: not an exchange envelope")),
-        };
-        let Some(step) = env.itinerary.current().filter(|s| s.service() == service) else {
-            return Disposition::Term(format!(
-                "misrouted: request {} is not due at the {service} stage",
-                env.id
-            ));
-        };
-        let span = tracing::info_span!(
-            "stage",
-            stage = step.as_str(),
-            request_id = %env.id,
-            trace_id = %env.trace.trace_id,
-            tenant = %env.tenant,
-        );
-        handle_one(bus_ref, ledger_ref.as_ref(), env, step, handler)
-            .instrument(span)
-            .await
-    })
+    run_consumer(
+        &bus,
+        spec,
+        Some(ledger.clone()),
+        shutdown,
+        move |msg| async move {
+            let env = match Envelope::<Exchange>::from_slice(&msg.payload) {
+                Ok(env) => env,
+                Err(code) => return Disposition::Term(format!("{code}: not an exchange envelope")),
+            };
+            let Some(step) = env.itinerary.current().filter(|s| s.service() == service) else {
+                return Disposition::Term(format!(
+                    "misrouted: request {} is not due at the {service} stage",
+                    env.id
+                ));
+            };
+            let span = tracing::info_span!(
+                "stage",
+                stage = step.as_str(),
+                request_id = %env.id,
+                trace_id = %env.trace.trace_id,
+                tenant = %env.tenant,
+            );
+            handle_one(bus_ref, ledger_ref.as_ref(), env, step, handler)
+                .instrument(span)
+                .await
+        },
+    )
     .await
 }
 
@@ -98,43 +104,25 @@ where
     F: Future<Output = StageOutcome>,
 {
     let key = format!("{}:{}", env.id, step.as_str());
-    match ledger.get(&key) {
-        Ok(Some(stored)) => {
-            metrics::counter!("mcplane_ledger_hits_total", "stage" => step.as_str()).increment(1);
-            tracing::info!("already done; republishing the recorded outputs");
-            return match serde_json::from_slice::<Vec<Publication>>(&stored) {
-                Ok(pubs) => publish_or_retry(bus, &pubs).await,
-                Err(e) => Disposition::Term(format!("corrupt ledger entry {key}: {e}")),
-            };
+    publish_once(bus, ledger, &key, step.as_str(), || async move {
+        let started = std::time::Instant::now();
+        let outcome = handler(env, step).await;
+        if let StageOutcome::Retry(delay) = outcome {
+            return Err(Disposition::Nak(delay));
         }
-        Ok(None) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "ledger read failed");
-            return Disposition::Nak(Duration::from_secs(1));
-        }
-    }
-
-    let started = std::time::Instant::now();
-    let outcome = handler(env, step).await;
-    let pubs = match outcomes_to_publications(bus, outcome, step) {
-        Ok(Some(pubs)) => pubs,
-        Ok(None) => return Disposition::Nak(Duration::from_millis(500)),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode outputs");
-            return Disposition::Nak(Duration::from_secs(1));
-        }
-    };
-    metrics::histogram!("mcplane_stage_seconds", "stage" => step.as_str())
-        .record(started.elapsed().as_secs_f64());
-    let encoded = match serde_json::to_vec(&pubs) {
-        Ok(v) => v,
-        Err(e) => return Disposition::Term(format!("cannot encode ledger entry: {e}")),
-    };
-    if let Err(e) = ledger.put(&key, &encoded) {
-        tracing::error!(error = %e, "ledger write failed");
-        return Disposition::Nak(Duration::from_secs(1));
-    }
-    publish_or_retry(bus, &pubs).await
+        let pubs = match outcomes_to_publications(bus, outcome, step) {
+            Ok(Some(pubs)) => pubs,
+            Ok(None) => return Err(Disposition::Nak(Duration::from_millis(500))),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode outputs");
+                return Err(Disposition::Nak(Duration::from_secs(1)));
+            }
+        };
+        metrics::histogram!("mcplane_stage_seconds", "stage" => step.as_str())
+            .record(started.elapsed().as_secs_f64());
+        Ok(pubs)
+    })
+    .await
 }
 
 fn outcomes_to_publications(
@@ -177,16 +165,6 @@ fn outcomes_to_publications(
             let mut pubs = result_publications(bus, &env, stage)?;
             pubs.push(audit);
             Ok(Some(pubs))
-        }
-    }
-}
-
-async fn publish_or_retry(bus: &Bus, pubs: &[Publication]) -> Disposition {
-    match bus.publish_all(pubs).await {
-        Ok(()) => Disposition::Ack,
-        Err(e) => {
-            tracing::warn!(error = %e, "publish failed; will retry");
-            Disposition::Nak(Duration::from_secs(1))
         }
     }
 }

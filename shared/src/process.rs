@@ -79,7 +79,10 @@ where
     Fut: Future<Output = Result<(), ServiceError>>,
 {
     let args = ServiceArgs::parse();
-    let config = match args.document().and_then(|d| Ok(d.service::<T>(service.as_str())?)) {
+    let config = match args
+        .document()
+        .and_then(|d| Ok(d.service::<T>(service.as_str())?))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mcplane-{service}: invalid configuration: {e}");
@@ -87,7 +90,10 @@ where
         }
     };
     crate::telemetry::init_logs(&config.common.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mcplane-{service}: cannot start the runtime: {e}");

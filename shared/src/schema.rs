@@ -15,7 +15,10 @@ use crate::error::ErrorBody;
 /// Every published schema, by file name.
 pub fn all() -> Vec<(&'static str, Schema)> {
     vec![
-        ("envelope.schema.json", schema_for!(Envelope<serde_json::Value>)),
+        (
+            "envelope.schema.json",
+            schema_for!(Envelope<serde_json::Value>),
+        ),
         ("exchange.schema.json", schema_for!(Exchange)),
         ("ai_request.schema.json", schema_for!(AiRequest)),
         ("raw_alert.schema.json", schema_for!(RawAlert)),

@@ -212,7 +212,11 @@ impl Subjects {
             StreamKind::Summaries => "SUMMARIES",
             StreamKind::Audit => "AUDIT",
         };
-        format!("{}_{}", self.prefix.to_ascii_uppercase().replace('-', "_"), base)
+        format!(
+            "{}_{}",
+            self.prefix.to_ascii_uppercase().replace('-', "_"),
+            base
+        )
     }
 
     pub fn stream_subjects(&self, kind: StreamKind) -> Vec<String> {
@@ -253,9 +257,18 @@ mod tests {
     #[test]
     fn user_facing_subjects_match_the_design() {
         let s = Subjects::default();
-        assert_eq!(s.alerts_in("acme", "alertmanager"), "mcplane.alerts.in.acme.alertmanager");
-        assert_eq!(s.incidents("acme", "opened"), "mcplane.incidents.acme.opened");
-        assert_eq!(s.summaries("acme", "critical"), "mcplane.summaries.acme.critical");
+        assert_eq!(
+            s.alerts_in("acme", "alertmanager"),
+            "mcplane.alerts.in.acme.alertmanager"
+        );
+        assert_eq!(
+            s.incidents("acme", "opened"),
+            "mcplane.incidents.acme.opened"
+        );
+        assert_eq!(
+            s.summaries("acme", "critical"),
+            "mcplane.summaries.acme.critical"
+        );
     }
 
     #[test]

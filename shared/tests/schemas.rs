@@ -30,9 +30,19 @@ fn schemas_in_the_repository_match_the_types() {
 #[test]
 fn every_schema_file_is_generated() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
-    let generated: Vec<&str> = mcplane_shared::schema::all().iter().map(|(n, _)| *n).collect();
+    let generated: Vec<&str> = mcplane_shared::schema::all()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
     for entry in std::fs::read_dir(dir).expect("schemas/ exists") {
-        let name = entry.expect("entry").file_name().to_string_lossy().to_string();
-        assert!(generated.contains(&name.as_str()), "{name} is not generated from a type");
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .to_string();
+        assert!(
+            generated.contains(&name.as_str()),
+            "{name} is not generated from a type"
+        );
     }
 }

@@ -1,1 +1,98 @@
+//! The auth service: the first stage of every AI request and the only place a credential
+//! becomes a principal.
+//!
+//! It consumes `mcplane.requests.submit`, resolves the bearer key to a principal (tenant and
+//! roles), removes the credential, validates the request and writes its itinerary, so no client
+//! can skip redaction or audit; a denial is delivered at once as a coded error. It also answers
+//! credential queries on `mcplane.auth.resolve` for the gateway. Keys live in a file the CLI
+//! writes and this service re-reads when it changes, so new keys need no restart.
 
+pub mod authorize;
+pub mod config;
+pub mod keys;
+pub mod resolve;
+pub mod stage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcplane_shared::config::ServiceConfig;
+use mcplane_shared::ledger::SledLedger;
+use mcplane_shared::{Service, ServiceError};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::keys::KeyStore;
+use crate::stage::AuthorizeStage;
+
+/// How long a decision stays in the ledger: far longer than any redelivery.
+const LEDGER_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How often to check whether the ledger is due to start a new generation.
+const ROTATE_CHECK: Duration = Duration::from_secs(60);
+
+/// Runs the auth service until `shutdown`, then drains the batch in hand and returns.
+pub async fn run(
+    config: ServiceConfig<Config>,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-auth").await?;
+    let keys_root = config
+        .service
+        .keys_dir
+        .clone()
+        .unwrap_or_else(|| config.common.data_dir.clone());
+    let keys =
+        Arc::new(KeyStore::open(&keys_root).map_err(|e| ServiceError::Storage(e.to_string()))?);
+    let ledger = Arc::new(SledLedger::open(
+        config.common.service_dir(Service::Auth).join("ledger"),
+        LEDGER_RETENTION,
+    )?);
+    tracing::info!(keys = %keys.path().display(), "auth service starting");
+
+    // Everything stops when the caller asks, or when one part fails.
+    let stop = shutdown.child_token();
+    let subscription = resolve::subscribe(&bus).await?;
+    let resolving = {
+        let (bus, keys, stop) = (bus.clone(), keys.clone(), stop.clone());
+        tokio::spawn(async move {
+            let served = resolve::serve(bus, keys, subscription, stop.clone()).await;
+            if served.is_err() {
+                stop.cancel();
+            }
+            served
+        })
+    };
+    let rotating = tokio::spawn(rotate_ledger(ledger.clone(), stop.clone()));
+
+    let stage = AuthorizeStage {
+        bus,
+        keys,
+        ledger,
+        config: config.service,
+    };
+    let consumed = stage.run(stop.clone()).await;
+    stop.cancel();
+    drop(stage);
+    let _ = rotating.await;
+    let resolved = resolving
+        .await
+        .map_err(|e| ServiceError::Other(format!("auth resolve task: {e}")))?;
+    consumed.and(resolved)
+}
+
+/// Starts a new ledger generation when the current one is older than the retention (sled has
+/// no TTL; see `mcplane_shared::ledger`).
+async fn rotate_ledger(ledger: Arc<SledLedger>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(ROTATE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = ledger.rotate_if_due() {
+                    tracing::error!(error = %e, "ledger rotation failed");
+                }
+            }
+        }
+    }
+}

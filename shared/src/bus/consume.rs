@@ -56,6 +56,7 @@ where
     let batch = bus.config.batch_size;
     let name = spec.durable.clone();
     tracing::info!(consumer = %name, filters = ?spec.filters, "consuming");
+    let mut last_upkeep = Instant::now();
 
     'reconnect: while !shutdown.is_cancelled() {
         let mut messages = match consumer
@@ -103,8 +104,22 @@ where
                     _ => break,
                 }
             }
-            handle_chunk(&name, chunk, ledger.as_deref(), &handler, bus.config.max_deliver)
-                .await;
+            handle_chunk(
+                &name,
+                chunk,
+                ledger.as_deref(),
+                &handler,
+                bus.config.max_deliver,
+            )
+            .await;
+            if let Some(ledger) = &ledger {
+                if last_upkeep.elapsed() > Duration::from_secs(60) {
+                    last_upkeep = Instant::now();
+                    if let Err(e) = ledger.maintain() {
+                        tracing::warn!(consumer = %name, error = %e, "ledger upkeep failed");
+                    }
+                }
+            }
         }
     }
     tracing::info!(consumer = %name, "consumer drained and stopped");

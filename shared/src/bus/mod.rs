@@ -10,6 +10,7 @@ mod claims;
 mod connect;
 mod consume;
 mod publish;
+mod recorded;
 mod results;
 mod streams;
 
@@ -17,6 +18,7 @@ pub use claims::{Claim, Claims};
 pub use connect::{connect, version_at_least};
 pub use consume::{run_consumer, ConsumerSpec, Disposition};
 pub use publish::{audit_publication, Publication};
+pub use recorded::publish_once;
 pub use results::{result_publications, ResultStore};
 
 use async_nats::jetstream;

@@ -86,8 +86,7 @@ pub fn audit_publication<B: BodyKind>(
     };
     let mut audit_env = env.derive(event);
     audit_env.tenant = tenant.to_string();
-    let mut publication =
-        Publication::envelope(bus.subjects.audit(tenant), &audit_env, stage)?;
+    let mut publication = Publication::envelope(bus.subjects.audit(tenant), &audit_env, stage)?;
     publication.msg_id = Some(format!("{}:{}:audit", env.id, stage));
     Ok(publication)
 }
@@ -108,7 +107,9 @@ impl Bus {
                     .js
                     .send_publish(
                         p.subject.clone(),
-                        PublishMessage::build().payload(payload).headers(p.headers()),
+                        PublishMessage::build()
+                            .payload(payload)
+                            .headers(p.headers()),
                     )
                     .await
                     .map_err(|e| ServiceError::bus(format!("publish {}: {e}", p.subject)))?;

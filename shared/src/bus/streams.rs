@@ -15,10 +15,16 @@ impl Bus {
         for kind in StreamKind::ALL {
             self.ensure_stream(kind).await?;
         }
-        self.ensure_bucket(&self.subjects.results_bucket(), Duration::from_secs(24 * 3600))
-            .await?;
-        self.ensure_bucket(&self.subjects.claims_bucket(), Duration::from_secs(7 * 24 * 3600))
-            .await?;
+        self.ensure_bucket(
+            &self.subjects.results_bucket(),
+            Duration::from_secs(24 * 3600),
+        )
+        .await?;
+        self.ensure_bucket(
+            &self.subjects.claims_bucket(),
+            Duration::from_secs(7 * 24 * 3600),
+        )
+        .await?;
         Ok(())
     }
 
@@ -51,10 +57,16 @@ impl Bus {
         self.js
             .get_or_create_stream(self.stream_config(kind))
             .await
-            .map_err(|e| ServiceError::bus(format!("stream {}: {e}", self.subjects.stream_name(kind))))
+            .map_err(|e| {
+                ServiceError::bus(format!("stream {}: {e}", self.subjects.stream_name(kind)))
+            })
     }
 
-    async fn ensure_bucket(&self, bucket: &str, max_age: Duration) -> Result<kv::Store, ServiceError> {
+    async fn ensure_bucket(
+        &self,
+        bucket: &str,
+        max_age: Duration,
+    ) -> Result<kv::Store, ServiceError> {
         if let Ok(store) = self.js.get_key_value(bucket).await {
             return Ok(store);
         }
