@@ -1,0 +1,183 @@
+//! The `[correlator]` section: how alerts are keyed onto partitions, which partitions this
+//! replica owns, and the grouping and summary timing.
+//!
+//! `partitions` must be the same on every replica (it decides where an alert's state lives);
+//! `owned_partitions` differs per replica so that together they cover every partition once.
+
+use mcplane_shared::config::{ConfigError, Validate};
+use mcplane_shared::Severity;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Partitions alerts are keyed onto by tenant and service.
+    pub partitions: u32,
+    /// The partitions this replica owns; `None` means all of them. An empty list makes an
+    /// ingest-only replica.
+    pub owned_partitions: Option<Vec<u32>>,
+    /// An alert joins an open incident of its tenant and service whose last alert arrived
+    /// within this many seconds.
+    pub group_window_secs: u64,
+    /// How long after an incident opens before its first summary is asked for, so that a
+    /// burst of alerts becomes one summary.
+    pub group_wait_ms: u64,
+    /// The least time between two summaries of one incident.
+    pub group_interval_secs: u64,
+    /// The key the correlator presents to the pipeline when asking for a summary. Without it
+    /// summaries are assembled without AI and marked degraded.
+    pub service_account_key: Option<String>,
+    /// Only incidents at or above this severity are summarised.
+    pub escalate_min_severity: Severity,
+    /// How long to wait for the pipeline's answer before publishing a summary assembled
+    /// without AI instead.
+    pub summary_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            partitions: 8,
+            owned_partitions: None,
+            group_window_secs: 600,
+            group_wait_ms: 2000,
+            group_interval_secs: 300,
+            service_account_key: None,
+            escalate_min_severity: Severity::Info,
+            summary_timeout_secs: 120,
+        }
+    }
+}
+
+impl Config {
+    /// The partitions this replica runs, sorted.
+    pub fn owned(&self) -> Vec<u32> {
+        match &self.owned_partitions {
+            Some(list) => {
+                let mut list = list.clone();
+                list.sort_unstable();
+                list
+            }
+            None => (0..self.partitions).collect(),
+        }
+    }
+}
+
+/// The most partitions a fleet may have (each is a consumer and a sled folder).
+pub const MAX_PARTITIONS: u32 = 1024;
+
+impl Validate for Config {
+    fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("{section}.{k}");
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(ConfigError::new(
+                key("partitions"),
+                format!("must be between 1 and {MAX_PARTITIONS}"),
+            ));
+        }
+        if let Some(owned) = &self.owned_partitions {
+            let mut seen = std::collections::BTreeSet::new();
+            for p in owned {
+                if *p >= self.partitions {
+                    return Err(ConfigError::new(
+                        key("owned_partitions"),
+                        format!(
+                            "partition {p} does not exist (partitions = {})",
+                            self.partitions
+                        ),
+                    ));
+                }
+                if !seen.insert(*p) {
+                    return Err(ConfigError::new(
+                        key("owned_partitions"),
+                        format!("partition {p} is listed twice"),
+                    ));
+                }
+            }
+        }
+        if self.group_window_secs == 0 {
+            return Err(ConfigError::new(key("group_window_secs"), "must be > 0"));
+        }
+        if self.group_wait_ms > 3_600_000 {
+            return Err(ConfigError::new(
+                key("group_wait_ms"),
+                "must be at most 3600000 (one hour)",
+            ));
+        }
+        if self.summary_timeout_secs == 0 {
+            return Err(ConfigError::new(key("summary_timeout_secs"), "must be > 0"));
+        }
+        if self
+            .service_account_key
+            .as_ref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            return Err(ConfigError::new(
+                key("service_account_key"),
+                "must not be empty (leave it out to summarise without AI)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcplane_shared::config::Document;
+
+    fn err(toml: &str) -> String {
+        Document::parse(toml)
+            .unwrap()
+            .section::<Config>("correlator")
+            .unwrap_err()
+            .key
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = Document::parse("")
+            .unwrap()
+            .section::<Config>("correlator")
+            .unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.owned(), (0..8).collect::<Vec<_>>());
+        let c = Document::parse(
+            "[correlator]\nescalate_min_severity = \"high\"\nowned_partitions = [3, 1]\n",
+        )
+        .unwrap()
+        .section::<Config>("correlator")
+        .unwrap();
+        assert_eq!(c.escalate_min_severity, Severity::High);
+        assert_eq!(c.owned(), vec![1, 3]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(
+            err("[correlator]\npartitions = 0\n"),
+            "correlator.partitions"
+        );
+        assert_eq!(
+            err("[correlator]\nowned_partitions = [8]\n"),
+            "correlator.owned_partitions"
+        );
+        assert_eq!(
+            err("[correlator]\nowned_partitions = [1, 1]\n"),
+            "correlator.owned_partitions"
+        );
+        assert_eq!(
+            err("[correlator]\ngroup_window_secs = 0\n"),
+            "correlator.group_window_secs"
+        );
+        assert_eq!(
+            err("[correlator]\nservice_account_key = \" \"\n"),
+            "correlator.service_account_key"
+        );
+        assert_eq!(
+            err("[correlator]\nescalate_min_severity = \"loud\"\n"),
+            "correlator.escalate_min_severity"
+        );
+        assert!(err("[correlator]\ngroup_windw_secs = 1\n").starts_with("correlator"));
+    }
+}

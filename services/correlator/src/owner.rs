@@ -1,0 +1,517 @@
+//! The owner of one partition: groups its canonical alerts into incidents, publishes incident
+//! events, and asks for (then publishes) one summary per incident revision.
+//!
+//! Nothing is published before the state that decided it is flushed: an alert's effects and its
+//! ledger entry go to sled in one batch, the summary timer's decisions go to an outbox in the
+//! same batch as the incident they change. So a worker killed at any point neither loses an
+//! alert (unacked messages come again and are answered from the ledger when already applied)
+//! nor asks for a summary twice (the request id is recorded before the request is sent, and
+//! re-sent with the same `Nats-Msg-Id`). The book sits behind a plain mutex never held across
+//! an `.await`; the consumer and the timer each take it for one short, synchronous step.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use mcplane_shared::bus::{run_consumer, Bus, ConsumerSpec, Disposition, Publication};
+use mcplane_shared::ledger::Ledger;
+use mcplane_shared::subjects::StreamKind;
+use mcplane_shared::{
+    AiRequest, CanonicalAlert, Envelope, Exchange, IncidentEventKind, IncidentSummary, RequestType,
+    Service, ServiceError,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::grouping::{Due, IncidentBook, Outcome, Policy};
+use crate::incident::{Incident, PendingSummary};
+use crate::store::{LedgerEntry, PartitionStore, Step};
+use crate::summary;
+
+/// The stage name in `Nats-Msg-Id`s and logs.
+pub const STAGE: &str = "correlate";
+/// How often the summary timer looks for due incidents.
+const TICK: Duration = Duration::from_millis(100);
+/// Ledger entries are kept far longer than any redelivery could take.
+const LEDGER_RETENTION: chrono::Duration = chrono::Duration::hours(24);
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+pub struct PartitionOwner {
+    pub partition: u32,
+    bus: Bus,
+    store: Arc<PartitionStore>,
+    book: Mutex<IncidentBook>,
+    policy: Policy,
+    service_account_key: Option<String>,
+    clock: Arc<dyn Clock>,
+}
+
+/// A message that could not be handled now; the consume loop naks it.
+struct Retry;
+
+impl PartitionOwner {
+    /// Opens the partition's folder and loads its live incidents.
+    pub async fn open(
+        partition: u32,
+        bus: Bus,
+        store: PartitionStore,
+        policy: Policy,
+        service_account_key: Option<String>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, ServiceError> {
+        let book = IncidentBook::new(store.incidents()?);
+        tracing::info!(partition, incidents = book.len(), "partition loaded");
+        Ok(Arc::new(PartitionOwner {
+            partition,
+            bus,
+            store: Arc::new(store),
+            book: Mutex::new(book),
+            policy,
+            service_account_key,
+            clock,
+        }))
+    }
+
+    /// Consumes the partition's alerts and summary replies and runs the summary timer until
+    /// `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), ServiceError> {
+        let stop = shutdown.child_token();
+        let subjects = &self.bus.subjects;
+        let spec = ConsumerSpec {
+            stream: StreamKind::Alerts,
+            durable: subjects.durable(Service::Correlator, &format!("p{}", self.partition)),
+            filters: vec![
+                subjects.alerts_partition_all(self.partition),
+                subjects.incident_summary_reply_all(self.partition),
+            ],
+        };
+        let ledger: Arc<dyn Ledger> = self.store.clone();
+        let consuming = async {
+            let result = run_consumer(&self.bus, spec, Some(ledger), stop.clone(), |msg| {
+                self.handle(msg)
+            })
+            .await;
+            stop.cancel();
+            result
+        };
+        let (consumed, ()) = tokio::join!(consuming, self.summary_timer(stop.clone()));
+        consumed
+    }
+
+    fn lock(&self) -> MutexGuard<'_, IncidentBook> {
+        // A panic while holding the lock cannot leave a half-applied step in sled (each step is
+        // one batch), so the book is still usable: take it back.
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts the book back to what sled holds, after a step failed half-way in memory.
+    fn reload(&self, book: &mut IncidentBook) {
+        match self.store.incidents() {
+            Ok(incidents) => *book = IncidentBook::new(incidents),
+            Err(e) => {
+                tracing::error!(partition = self.partition, error = %e, "cannot reload incidents")
+            }
+        }
+    }
+
+    async fn handle(&self, msg: jetstream::Message) -> Disposition {
+        let msg_id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.as_str().to_string());
+        let reply_prefix = self.bus.subjects.incident_summary_reply(self.partition, "");
+        let outcome = if msg.subject.as_str().starts_with(reply_prefix.as_str()) {
+            match Envelope::<Exchange>::from_slice(&msg.payload) {
+                Ok(env) => {
+                    let key = format!("reply:{}", msg_id.unwrap_or_else(|| env.id.to_string()));
+                    let span = self.span(&env);
+                    self.handle_reply(env, &key).instrument(span).await
+                }
+                Err(code) => return Disposition::Term(format!("{code}: not an exchange envelope")),
+            }
+        } else {
+            match Envelope::<CanonicalAlert>::from_slice(&msg.payload) {
+                Ok(env) => {
+                    let key = format!("alert:{}", msg_id.unwrap_or_else(|| env.id.to_string()));
+                    let span = self.span(&env);
+                    self.handle_alert(env, &key).instrument(span).await
+                }
+                Err(code) => return Disposition::Term(format!("{code}: not a canonical alert")),
+            }
+        };
+        match outcome {
+            Ok(()) => Disposition::Ack,
+            Err(Retry) => Disposition::Nak(Duration::from_secs(1)),
+        }
+    }
+
+    fn span<B>(&self, env: &Envelope<B>) -> tracing::Span {
+        tracing::info_span!(
+            "correlate",
+            partition = self.partition,
+            request_id = %env.id,
+            trace_id = %env.trace.trace_id,
+            tenant = %env.tenant,
+        )
+    }
+
+    /// What handling `key` published, when it was handled before. Read under the book's lock,
+    /// so two copies of one message in a batch cannot both be applied.
+    fn recorded(&self, key: &str) -> Result<Option<LedgerEntry>, Retry> {
+        let entry = self.store.ledger_entry(key).map_err(|e| {
+            tracing::error!(key, error = %e, "ledger read failed");
+            Retry
+        })?;
+        if entry.is_some() {
+            tracing::debug!(key, "already handled; republishing the recorded outputs");
+        }
+        Ok(entry)
+    }
+
+    async fn publish(&self, publications: &[Publication]) -> Result<(), Retry> {
+        if publications.is_empty() {
+            return Ok(());
+        }
+        self.store.flush_async().await.map_err(|e| {
+            tracing::error!(error = %e, "flush failed; nothing published");
+            Retry
+        })?;
+        self.bus.publish_all(publications).await.map_err(|e| {
+            tracing::warn!(error = %e, "publish failed; will retry");
+            Retry
+        })
+    }
+
+    async fn handle_alert(&self, env: Envelope<CanonicalAlert>, key: &str) -> Result<(), Retry> {
+        let now = self.clock.now();
+        let entry = {
+            let mut book = self.lock();
+            if let Some(entry) = self.recorded(key)? {
+                drop(book);
+                return self.publish(&entry.publications).await;
+            }
+            let outcome = book.apply(env.id, &env.body, self.policy.window, now);
+            let label = match &outcome {
+                Outcome::Opened(_) => "opened",
+                Outcome::Updated(_) => "updated",
+                Outcome::Resolved(_) => "resolved",
+                Outcome::Counted(_) => "counted",
+                Outcome::Ignored => "ignored",
+            };
+            let step = self.alert_step(&book, &env, &outcome, now);
+            let applied = step.and_then(|entry| {
+                let incident = outcome.incident().and_then(|id| book.get(id));
+                self.store
+                    .apply(Step {
+                        incidents: incident.into_iter().collect(),
+                        ledger: Some((key, &entry)),
+                        ..Default::default()
+                    })
+                    .map(|()| entry)
+            });
+            match applied {
+                Ok(entry) => {
+                    metrics::counter!("mcplane_correlator_alerts_total", "outcome" => label)
+                        .increment(1);
+                    entry
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record alert; will retry");
+                    self.reload(&mut book);
+                    return Err(Retry);
+                }
+            }
+        };
+        self.publish(&entry.publications).await
+    }
+
+    /// The ledger entry (with the incident event to publish, if any) for one applied alert.
+    fn alert_step(
+        &self,
+        book: &IncidentBook,
+        env: &Envelope<CanonicalAlert>,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<LedgerEntry, ServiceError> {
+        let kind = match outcome {
+            Outcome::Opened(_) => Some(IncidentEventKind::Opened),
+            Outcome::Updated(_) => Some(IncidentEventKind::Updated),
+            Outcome::Resolved(_) => Some(IncidentEventKind::Resolved),
+            Outcome::Counted(_) | Outcome::Ignored => None,
+        };
+        let incident = outcome.incident().and_then(|id| book.get(id));
+        let mut publications = Vec::new();
+        if let (Some(kind), Some(incident)) = (kind, incident) {
+            tracing::info!(
+                incident_id = %incident.id,
+                tenant = %incident.tenant,
+                service = %incident.service,
+                revision = incident.revision,
+                event = kind.as_str(),
+                "incident {}", kind.as_str()
+            );
+            let event = env.derive(incident.event(kind));
+            let mut p = Publication::envelope(
+                self.bus.subjects.incidents(&incident.tenant, kind.as_str()),
+                &event,
+                STAGE,
+            )?;
+            p.msg_id = Some(format!(
+                "{}:{}:{}",
+                incident.id,
+                incident.revision,
+                kind.as_str()
+            ));
+            publications.push(p);
+        } else if matches!(outcome, Outcome::Ignored) {
+            tracing::info!(
+                fingerprint = %env.body.fingerprint,
+                service = %env.body.service,
+                "resolved alert matches no open incident; ignored"
+            );
+        }
+        Ok(LedgerEntry {
+            at: now,
+            publications,
+        })
+    }
+
+    async fn handle_reply(&self, env: Envelope<Exchange>, key: &str) -> Result<(), Retry> {
+        let now = self.clock.now();
+        let entry = {
+            let mut book = self.lock();
+            if let Some(entry) = self.recorded(key)? {
+                drop(book);
+                return self.publish(&entry.publications).await;
+            }
+            let Some(id) = book.awaiting(env.id).map(|i| i.id.clone()) else {
+                tracing::info!(request_id = %env.id, "summary reply for no pending request (timed out or already answered); ignored");
+                return Ok(());
+            };
+            let built = book
+                .get_mut(&id)
+                .ok_or_else(|| ServiceError::Other(format!("incident {id} vanished")))
+                .and_then(|incident| {
+                    let Some(pending) = incident.summaries.pending.take() else {
+                        return Err(ServiceError::Other(format!(
+                            "incident {id} has no pending summary"
+                        )));
+                    };
+                    let (response, reason) = match (&env.body.error, &env.body.response) {
+                        (None, Some(r)) => (Some(r), String::new()),
+                        (Some(e), _) => (
+                            None,
+                            format!("the AI pipeline answered {}: {}", e.code, e.message),
+                        ),
+                        (None, None) => (None, "the AI pipeline returned no response".to_string()),
+                    };
+                    let summary = summary::build(incident, pending.revision, response, &reason);
+                    incident.summaries.last_revision = Some(pending.revision);
+                    incident.summaries.last_at = Some(now);
+                    let publication = self.summary_publication(env.derive(summary), incident)?;
+                    let entry = LedgerEntry {
+                        at: now,
+                        publications: vec![publication],
+                    };
+                    self.store.apply(Step {
+                        incidents: vec![incident],
+                        ledger: Some((key, &entry)),
+                        ..Default::default()
+                    })?;
+                    Ok(entry)
+                });
+            match built {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record summary reply; will retry");
+                    self.reload(&mut book);
+                    return Err(Retry);
+                }
+            }
+        };
+        self.publish(&entry.publications).await
+    }
+
+    /// `mcplane.summaries.<tenant>.<severity>`, exactly once per incident revision.
+    fn summary_publication(
+        &self,
+        env: Envelope<IncidentSummary>,
+        incident: &Incident,
+    ) -> Result<Publication, ServiceError> {
+        let s = &env.body;
+        tracing::info!(
+            incident_id = %s.incident_id,
+            revision = s.revision,
+            degraded = s.degraded,
+            "incident summary"
+        );
+        metrics::counter!("mcplane_correlator_summaries_total", "degraded" => s.degraded.to_string())
+            .increment(1);
+        let mut p = Publication::envelope(
+            self.bus
+                .subjects
+                .summaries(&incident.tenant, s.severity.as_str()),
+            &env,
+            STAGE,
+        )?;
+        p.msg_id = Some(format!("{}:{}:summary", s.incident_id, s.revision));
+        Ok(p)
+    }
+
+    /// The request for the pipeline to summarise `incident`, answered on this partition's
+    /// summary-reply subject.
+    fn summary_request(
+        &self,
+        incident: &Incident,
+        request_id: Uuid,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Publication, ServiceError> {
+        let request = AiRequest {
+            request_type: RequestType::Summarize,
+            input: summary::request_input(incident),
+            services: vec![incident.service.clone()],
+            model: None,
+            max_tokens: None,
+        };
+        let mut env = Envelope::new_at(request_id, now, &incident.tenant, Exchange::new(request));
+        env.credential = Some(key.to_string());
+        env.reply_to = Some(
+            self.bus
+                .subjects
+                .incident_summary_reply(self.partition, &incident.tenant),
+        );
+        let mut p = Publication::envelope(self.bus.subjects.requests_submit(), &env, STAGE)?;
+        p.msg_id = Some(format!(
+            "{}:{}:summary-request",
+            incident.id, incident.revision
+        ));
+        Ok(p)
+    }
+
+    async fn summary_timer(&self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_prune = Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.tick().await {
+                tracing::warn!(partition = self.partition, error = %e, "summary timer step failed; retrying");
+            }
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                last_prune = Instant::now();
+                match self.store.prune_ledger(self.clock.now() - LEDGER_RETENTION) {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(partition = self.partition, pruned = n, "ledger pruned")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(partition = self.partition, error = %e, "ledger prune failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// One timer step: decide what is due (recording it with the outbox), then send the outbox.
+    async fn tick(&self) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        let decided = {
+            let mut book = self.lock();
+            let due = book.due(&self.policy, now);
+            if due.is_empty() {
+                0
+            } else {
+                match self.decide(&mut book, due, now) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.reload(&mut book);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        if decided > 0 {
+            self.store.flush_async().await?;
+        }
+        let outbox = self.store.outbox()?;
+        if outbox.is_empty() {
+            return Ok(());
+        }
+        self.bus.publish_all(&outbox).await?;
+        self.store.sent(&outbox)
+    }
+
+    /// Applies what is due to the book and records it in one batch; returns the number of
+    /// publications added to the outbox.
+    fn decide(
+        &self,
+        book: &mut IncidentBook,
+        due: Vec<(String, Due)>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, ServiceError> {
+        let mut changed = Vec::new();
+        let mut evicted = Vec::new();
+        let mut outbox = Vec::new();
+        for (id, due) in due {
+            if due == Due::Evict {
+                book.remove(&id);
+                evicted.push(id);
+                continue;
+            }
+            let Some(incident) = book.get_mut(&id) else {
+                continue;
+            };
+            let degraded_reason = match (due, &self.service_account_key) {
+                (Due::Summarize { revision }, Some(key)) => {
+                    let request_id = Uuid::now_v7();
+                    incident.summaries.pending = Some(PendingSummary {
+                        request_id,
+                        revision,
+                        requested_at: now,
+                    });
+                    tracing::info!(incident_id = %id, revision, %request_id, "asking the pipeline for a summary");
+                    outbox.push(self.summary_request(incident, request_id, key, now)?);
+                    changed.push(id);
+                    continue;
+                }
+                (Due::Summarize { revision }, None) => (
+                    revision,
+                    "no service account key is configured for the correlator".to_string(),
+                ),
+                (Due::TimedOut { revision }, _) => (
+                    revision,
+                    format!(
+                        "the AI pipeline did not answer within {}s",
+                        self.policy.summary_timeout.as_secs()
+                    ),
+                ),
+                (Due::Evict, _) => continue,
+            };
+            let (revision, reason) = degraded_reason;
+            incident.summaries.pending = None;
+            incident.summaries.last_revision = Some(revision);
+            incident.summaries.last_at = Some(now);
+            let summary = summary::build(incident, revision, None, &reason);
+            outbox.push(
+                self.summary_publication(Envelope::new(&incident.tenant, summary), incident)?,
+            );
+            changed.push(id);
+        }
+        let incidents: Vec<&Incident> = changed.iter().filter_map(|id| book.get(id)).collect();
+        self.store.apply(Step {
+            incidents,
+            evicted,
+            outbox: outbox.iter().collect(),
+            ..Default::default()
+        })?;
+        Ok(outbox.len())
+    }
+}

@@ -1,0 +1,474 @@
+//! The correlator against a real nats-server: a burst of duplicate alerts becomes one incident
+//! and one summary per service, bare provider payloads on the subject work like gateway ones,
+//! and a correlator killed mid-burst and restarted on the same folder loses and duplicates
+//! nothing.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use futures::StreamExt;
+use mcplane_correlator::config::Config;
+use mcplane_shared::bus::{result_publications, Bus};
+use mcplane_shared::config::{BusConfig, Common, ServiceConfig};
+use mcplane_shared::envelope::BodyKind;
+use mcplane_shared::subjects::StreamKind;
+use mcplane_shared::{
+    AiResponse, Envelope, Exchange, IncidentEvent, IncidentSummary, RawAlert, ServiceError,
+};
+use mcplane_testkit::NatsServer;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const TENANT: &str = "acme";
+const KEY: &str = "mcp_test_service_account";
+const SERVICES: [&str; 5] = ["checkout", "payments-db", "search", "inventory", "identity"];
+const SEVERITIES: [&str; 4] = ["critical", "high", "warning", "info"];
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Harness {
+    _nats: NatsServer,
+    data: tempfile::TempDir,
+    bus: Bus,
+    bus_config: BusConfig,
+    /// Summary requests the stub pipeline answered.
+    requests: Arc<Mutex<Vec<Envelope<Exchange>>>>,
+}
+
+type Running = (CancellationToken, JoinHandle<Result<(), ServiceError>>);
+
+impl Harness {
+    async fn start() -> Harness {
+        let nats = NatsServer::start();
+        let bus_config = BusConfig {
+            url: nats.url(),
+            ack_wait_secs: 2,
+            ..Default::default()
+        };
+        let bus = mcplane_shared::bus::connect(&bus_config, "test")
+            .await
+            .unwrap();
+        let harness = Harness {
+            _nats: nats,
+            data: tempfile::tempdir().unwrap(),
+            bus,
+            bus_config,
+            requests: Arc::default(),
+        };
+        harness.stub_pipeline().await;
+        harness
+    }
+
+    fn config(&self, key: Option<&str>) -> ServiceConfig<Config> {
+        ServiceConfig {
+            common: Common {
+                bus: self.bus_config.clone(),
+                data_dir: self.data.path().to_path_buf(),
+                ..Default::default()
+            },
+            service: Config {
+                group_wait_ms: 1000,
+                service_account_key: key.map(str::to_string),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn run(&self, key: Option<&str>) -> Running {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(mcplane_correlator::run(self.config(key), shutdown.clone()));
+        (shutdown, task)
+    }
+
+    /// Stands in for the whole AI pipeline: answers every summary request on
+    /// `mcplane.requests.submit` with a finished exchange delivered to its `reply_to`.
+    async fn stub_pipeline(&self) {
+        let stream = self
+            .bus
+            .js
+            .get_stream(self.bus.subjects.stream_name(StreamKind::Pipeline))
+            .await
+            .unwrap();
+        let consumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some("stub-pipeline".into()),
+                filter_subject: self.bus.subjects.requests_submit(),
+                ack_policy: AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let (bus, requests) = (self.bus.clone(), self.requests.clone());
+        tokio::spawn(async move {
+            let mut messages = consumer.messages().await.unwrap();
+            while let Some(Ok(m)) = messages.next().await {
+                let mut env = Envelope::<Exchange>::from_slice(&m.payload).unwrap();
+                assert_eq!(
+                    env.credential.as_deref(),
+                    Some(KEY),
+                    "the service account key"
+                );
+                requests.lock().unwrap().push(env.clone());
+                env.credential = None;
+                let first_line = env
+                    .body
+                    .request
+                    .input
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                env.body.response = Some(AiResponse {
+                    text: format!("AI summary: {first_line}"),
+                    provider: "stub".into(),
+                    model: "stub-1".into(),
+                    usage: Default::default(),
+                });
+                let pubs = result_publications(&bus, &env, "model").unwrap();
+                bus.publish_all(&pubs).await.unwrap();
+                m.ack().await.unwrap();
+            }
+        });
+    }
+
+    /// Every message on `filter` in the stream so far.
+    async fn read<B: BodyKind>(&self, kind: StreamKind, filter: &str) -> Vec<Envelope<B>> {
+        let stream = self
+            .bus
+            .js
+            .get_stream(self.bus.subjects.stream_name(kind))
+            .await
+            .unwrap();
+        let mut consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: filter.to_string(),
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(5),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let pending = consumer.info().await.unwrap().num_pending as usize;
+        let mut out = Vec::with_capacity(pending);
+        if pending > 0 {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(pending)
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .unwrap();
+            while let Some(m) = batch.next().await {
+                out.push(Envelope::<B>::from_slice(&m.unwrap().payload).unwrap());
+            }
+        }
+        out
+    }
+
+    async fn opened(&self) -> Vec<Envelope<IncidentEvent>> {
+        let filter = format!("{}.incidents.*.opened", self.bus.subjects.prefix());
+        self.read(StreamKind::Incidents, &filter).await
+    }
+
+    async fn summaries(&self) -> Vec<Envelope<IncidentSummary>> {
+        self.read(StreamKind::Summaries, &self.bus.subjects.summaries_all())
+            .await
+    }
+
+    /// Polls until there are `incidents` opened incidents and as many summaries, then waits a
+    /// little longer and checks that no extra one arrives.
+    async fn expect_exactly(
+        &self,
+        incidents: usize,
+        settle: Duration,
+    ) -> (Vec<IncidentEvent>, Vec<IncidentSummary>) {
+        let started = Instant::now();
+        loop {
+            let (o, s) = (self.opened().await.len(), self.summaries().await.len());
+            if o >= incidents && s >= incidents {
+                break;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "timed out with {o} incidents opened and {s} summaries (expected {incidents})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(settle).await;
+        let opened: Vec<IncidentEvent> = self.opened().await.into_iter().map(|e| e.body).collect();
+        let summaries: Vec<IncidentSummary> =
+            self.summaries().await.into_iter().map(|e| e.body).collect();
+        assert_eq!(opened.len(), incidents, "incidents opened: {opened:#?}");
+        assert_eq!(summaries.len(), incidents, "summaries: {summaries:#?}");
+        let opened_ids: BTreeSet<&str> = opened.iter().map(|e| e.incident_id.as_str()).collect();
+        let summarised: BTreeSet<&str> = summaries.iter().map(|s| s.incident_id.as_str()).collect();
+        assert_eq!(opened_ids.len(), incidents, "incident ids are distinct");
+        assert_eq!(opened_ids, summarised, "one summary for every incident");
+        (opened, summaries)
+    }
+
+    async fn publish_raw(&self, env: &Envelope<RawAlert>) {
+        self.bus
+            .publish_envelope(
+                self.bus.subjects.alerts_in(&env.tenant, &env.body.source),
+                env,
+                "gateway",
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// An Alertmanager webhook with one alert: the `n`th distinct alert of `service`.
+fn webhook(service: &str, n: usize) -> Value {
+    json!({
+        "version": "4",
+        "groupKey": format!("{{}}:{{service=\"{service}\"}}"),
+        "status": "firing",
+        "receiver": "mcplane",
+        "groupLabels": {"service": service},
+        "commonLabels": {"service": service},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{
+            "status": "firing",
+            "labels": {
+                "alertname": format!("Alert{n}"),
+                "service": service,
+                "severity": SEVERITIES[n % SEVERITIES.len()],
+                "instance": format!("{service}-{n}:9100"),
+            },
+            "annotations": {"summary": format!("{service} symptom {n}")},
+            "startsAt": "2024-05-14T09:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph",
+        }],
+    })
+}
+
+/// 5 services x 4 distinct alerts, each sent 5 times: 100 gateway envelopes, interleaved.
+fn burst() -> Vec<Envelope<RawAlert>> {
+    let mut out = Vec::new();
+    for _round in 0..5 {
+        for n in 0..4 {
+            for service in SERVICES {
+                out.push(Envelope::new(
+                    TENANT,
+                    RawAlert {
+                        source: "alertmanager".into(),
+                        payload: webhook(service, n),
+                        received_at: chrono::Utc::now(),
+                    },
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn check_summaries_are_ai_written(summaries: &[IncidentSummary]) {
+    for s in summaries {
+        assert!(!s.degraded, "{s:#?}");
+        assert_eq!(s.provider.as_deref(), Some("stub"));
+        assert!(s.summary.starts_with("AI summary: "), "{}", s.summary);
+        assert_eq!(s.tenant, TENANT);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_duplicate_alerts_becomes_one_incident_and_one_summary_per_service() {
+    let h = Harness::start().await;
+    let (shutdown, task) = h.run(Some(KEY));
+    for env in burst() {
+        h.publish_raw(&env).await;
+    }
+    let (opened, summaries) = h
+        .expect_exactly(SERVICES.len(), Duration::from_millis(1500))
+        .await;
+
+    let services: BTreeSet<&str> = opened.iter().map(|e| e.service.as_str()).collect();
+    assert_eq!(services, SERVICES.into_iter().collect());
+    check_summaries_are_ai_written(&summaries);
+    assert_eq!(
+        h.requests.lock().unwrap().len(),
+        SERVICES.len(),
+        "one request per incident"
+    );
+
+    // Each incident ends with its four distinct alerts, each counted five times.
+    let updated: Vec<Envelope<IncidentEvent>> = h
+        .read(
+            StreamKind::Incidents,
+            &h.bus.subjects.incidents(TENANT, "updated"),
+        )
+        .await;
+    assert_eq!(
+        updated.len(),
+        SERVICES.len() * 3,
+        "three distinct alerts join each incident"
+    );
+    let requests = h.requests.lock().unwrap().clone();
+    for r in &requests {
+        assert_eq!(r.body.request.services.len(), 1);
+        assert!(
+            r.body.request.input.contains("\n- ["),
+            "{}",
+            r.body.request.input
+        );
+    }
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_payload_on_the_subject_is_handled_like_a_gateway_alert_and_poison_is_dropped() {
+    let h = Harness::start().await;
+    // No service account key: the summary is assembled without AI and marked degraded.
+    let (shutdown, task) = h.run(None);
+    let js = &h.bus.js;
+    let subjects = &h.bus.subjects;
+    for (subject, body) in [
+        (subjects.alerts_in("globex", "nagios"), "{}".to_string()),
+        (
+            subjects.alerts_in("globex", "generic"),
+            r#"{"service": "x"}"#.to_string(),
+        ),
+        (
+            subjects.alerts_in("globex", "alertmanager"),
+            "not json".to_string(),
+        ),
+    ] {
+        js.publish(subject, body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut payload = webhook("search", 0);
+    let second = webhook("search", 1)["alerts"][0].clone();
+    payload["alerts"].as_array_mut().unwrap().push(second);
+    js.publish(
+        subjects.alerts_in("globex", "alertmanager"),
+        serde_json::to_vec(&payload).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let (opened, summaries) = h.expect_exactly(1, Duration::from_millis(1500)).await;
+    assert_eq!(opened[0].tenant, "globex");
+    assert_eq!(opened[0].service, "search");
+    let s = &summaries[0];
+    assert_eq!(s.tenant, "globex");
+    assert!(s.degraded, "{s:#?}");
+    assert_eq!(s.provider, None);
+    assert_eq!(
+        s.alert_count, 2,
+        "both alerts of the webhook joined before the summary"
+    );
+    assert!(s.summary.contains("search symptom 0"), "{}", s.summary);
+    assert!(
+        h.requests.lock().unwrap().is_empty(),
+        "no key, no AI request"
+    );
+    let on_subject = h
+        .read::<IncidentSummary>(
+            StreamKind::Summaries,
+            &subjects.summaries("globex", "critical"),
+        )
+        .await;
+    assert_eq!(
+        on_subject.len(),
+        1,
+        "published under the tenant and severity"
+    );
+
+    // The poison messages were terminated, not left to be redelivered.
+    let started = Instant::now();
+    loop {
+        let mut consumer = js
+            .get_consumer_from_stream::<pull::Config, _, _>(
+                "correlator-ingest",
+                subjects.stream_name(StreamKind::Alerts),
+            )
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "ingest still holds messages: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correlator_killed_mid_burst_and_restarted_loses_nothing_and_duplicates_nothing() {
+    let h = Harness::start().await;
+    let (_first_shutdown, first) = h.run(Some(KEY));
+
+    let publisher = {
+        let bus = h.bus.clone();
+        tokio::spawn(async move {
+            for env in burst() {
+                bus.publish_envelope(
+                    bus.subjects.alerts_in(TENANT, "alertmanager"),
+                    &env,
+                    "gateway",
+                )
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    // Kill (no drain) once the correlator is visibly in the middle of the burst.
+    let started = Instant::now();
+    while h.opened().await.len() < 2 {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no incident opened before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+
+    let (shutdown, second) = h.run(Some(KEY));
+    publisher.await.unwrap();
+    let (_, summaries) = h
+        .expect_exactly(SERVICES.len(), Duration::from_secs(3))
+        .await;
+    check_summaries_are_ai_written(&summaries);
+    let asked: BTreeSet<String> = h
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    assert_eq!(
+        asked.len(),
+        SERVICES.len(),
+        "one summary request per incident"
+    );
+    assert_eq!(
+        h.requests.lock().unwrap().len(),
+        SERVICES.len(),
+        "none asked twice"
+    );
+
+    shutdown.cancel();
+    second.await.unwrap().unwrap();
+}
