@@ -52,7 +52,10 @@ impl TestFleet {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut doc = Document::parse(TEST_CONFIG).expect("test config");
         doc.set("bus.url", toml::Value::String(nats.url()));
-        doc.set("data_dir", toml::Value::String(data.path().display().to_string()));
+        doc.set(
+            "data_dir",
+            toml::Value::String(data.path().display().to_string()),
+        );
         doc.set("gateway.http_addr", toml::Value::String(http.to_string()));
         let cmdb = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/cmdb.toml");
         doc.set("enrichment.cmdb_file", toml::Value::String(cmdb.into()));
@@ -62,9 +65,17 @@ impl TestFleet {
             .create("acme", vec!["sre".into()], PrincipalKind::User, None)
             .expect("user key");
         let (sa_key, _) = keys
-            .create("*", vec!["service".into()], PrincipalKind::ServiceAccount, None)
+            .create(
+                "*",
+                vec!["service".into()],
+                PrincipalKind::ServiceAccount,
+                None,
+            )
             .expect("service account key");
-        doc.set("correlator.service_account_key", toml::Value::String(sa_key));
+        doc.set(
+            "correlator.service_account_key",
+            toml::Value::String(sa_key),
+        );
         customize(&mut doc);
         mcplane_shared::telemetry::init_logs(&doc.common().expect("common config").log);
 

@@ -36,14 +36,21 @@ fn merged(y: &Yaml) -> BTreeMap<String, Yaml> {
 
 fn strings(y: &Yaml) -> Vec<String> {
     y.as_vec()
-        .map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 #[test]
 fn compose_runs_every_service_against_jetstream_nats() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docker-compose.yml"))
-        .expect("docker-compose.yml");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docker-compose.yml"
+    ))
+    .expect("docker-compose.yml");
     let docs = YamlLoader::load_from_str(&text).expect("valid YAML");
     let root = merged(&docs[0]);
     let services = merged(root.get("services").expect("services"));
@@ -58,7 +65,10 @@ fn compose_runs_every_service_against_jetstream_nats() {
     );
     let cmd = strings(&nats["command"]);
     // The same server options the test harness uses: JetStream with a storage folder.
-    assert!(cmd.contains(&"-js".to_string()) && cmd.contains(&"-sd".to_string()), "{cmd:?}");
+    assert!(
+        cmd.contains(&"-js".to_string()) && cmd.contains(&"-sd".to_string()),
+        "{cmd:?}"
+    );
 
     for service in Service::ALL {
         let binary = format!("mcplane-{service}");
@@ -74,7 +84,10 @@ fn compose_runs_every_service_against_jetstream_nats() {
             "{name} must use the compose NATS"
         );
         let depends = strings(&def["depends_on"]);
-        assert!(depends.contains(&"nats".to_string()), "{name} depends on nats");
+        assert!(
+            depends.contains(&"nats".to_string()),
+            "{name} depends on nats"
+        );
     }
     // Stateless stages run several replicas.
     for stateless in ["auth", "enrichment", "redaction", "model"] {

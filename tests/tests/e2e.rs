@@ -73,11 +73,16 @@ async fn ai_request_goes_through_every_stage_redacted_both_ways_with_cmdb_contex
     // The client sees the provider's answer with its PII masked ...
     let text = body["response"]["text"].as_str().expect("response text");
     assert!(text.contains("Check the payments dependency"), "{text}");
-    assert!(!text.contains("oncall@example.com") && !text.contains("555 0100"), "{text}");
+    assert!(
+        !text.contains("oncall@example.com") && !text.contains("555 0100"),
+        "{text}"
+    );
     // ... and the CMDB context of the service it named.
     let context = body["context"].as_array().expect("context");
     assert!(
-        context.iter().any(|c| c["source"] == "cmdb" && c["subject"] == "checkout"),
+        context
+            .iter()
+            .any(|c| c["source"] == "cmdb" && c["subject"] == "checkout"),
         "{body:#}"
     );
 
@@ -101,7 +106,13 @@ async fn ai_request_goes_through_every_stage_redacted_both_ways_with_cmdb_contex
         .collect();
     assert_eq!(
         stages,
-        ["authorize", "enrich", "redact_request", "invoke", "redact_response"],
+        [
+            "authorize",
+            "enrich",
+            "redact_request",
+            "invoke",
+            "redact_response"
+        ],
         "one audit entry per stage, in order"
     );
     let report = mcplane_audit::store::verify(tf.data.path(), "acme").unwrap();
@@ -112,10 +123,21 @@ async fn ai_request_goes_through_every_stage_redacted_both_ways_with_cmdb_contex
 /// number of distinct (service) groups.
 async fn send_alert_burst(base: &str, key: &str) -> usize {
     let client = reqwest::Client::new();
-    let services = ["checkout", "payments", "inventory", "search", "notifications"];
+    let services = [
+        "checkout",
+        "payments",
+        "inventory",
+        "search",
+        "notifications",
+    ];
     for round in 0..5 {
         for service in services {
-            for alert in ["HighErrorRate", "HighLatency", "PodRestarting", "QueueBacklog"] {
+            for alert in [
+                "HighErrorRate",
+                "HighLatency",
+                "PodRestarting",
+                "QueueBacklog",
+            ] {
                 let resp = client
                     .post(format!("{base}/v1/alerts/alertmanager"))
                     .bearer_auth(key)
@@ -135,10 +157,17 @@ async fn incident_counts(bus: &mcplane_shared::bus::Bus) -> (usize, usize) {
     let mut opened = HashSet::new();
     let mut summaries = 0;
     for (kind, filter) in [
-        (StreamKind::Incidents, bus.subjects.incidents("acme", "opened")),
+        (
+            StreamKind::Incidents,
+            bus.subjects.incidents("acme", "opened"),
+        ),
         (StreamKind::Summaries, bus.subjects.summaries("acme", "*")),
     ] {
-        let stream = bus.js.get_stream(bus.subjects.stream_name(kind)).await.unwrap();
+        let stream = bus
+            .js
+            .get_stream(bus.subjects.stream_name(kind))
+            .await
+            .unwrap();
         let consumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::Config {
                 filter_subject: filter,
@@ -171,7 +200,10 @@ async fn incident_counts(bus: &mcplane_shared::bus::Bus) -> (usize, usize) {
 async fn alert_burst_with_duplicates_yields_one_incident_and_one_summary_each_posted_to_slack() {
     let (slack_url, slack_seen) = receiver(json!("ok")).await;
     let mut tf = TestFleet::start(&Service::ALL, |doc| {
-        doc.set("notifier.slack_webhook_url", toml::Value::String(format!("{slack_url}/slack")));
+        doc.set(
+            "notifier.slack_webhook_url",
+            toml::Value::String(format!("{slack_url}/slack")),
+        );
     })
     .await;
     let groups = send_alert_burst(&tf.base(), &tf.user_key).await;
@@ -197,7 +229,9 @@ async fn alert_burst_with_duplicates_yields_one_incident_and_one_summary_each_po
     assert_eq!((incidents_after, summaries_after), (groups, groups));
     let posts = slack_seen.lock().unwrap().clone();
     assert_eq!(posts.len(), groups, "exactly one Slack post per incident");
-    assert!(posts.iter().all(|p| p["blocks"].is_array() && p["text"].is_string()));
+    assert!(posts
+        .iter()
+        .all(|p| p["blocks"].is_array() && p["text"].is_string()));
     tf.stop().await;
 }
 
@@ -222,7 +256,13 @@ async fn correlator_killed_mid_burst_loses_no_alert_and_duplicates_no_incident()
     let mut tf = TestFleet::start(&others, |_| {}).await;
     // The correlator runs as its own process so it can really be killed (-9).
     let config = tf.data.path().join("correlator.toml");
-    let sa = tf.doc.get("correlator.service_account_key").unwrap().as_str().unwrap().to_string();
+    let sa = tf
+        .doc
+        .get("correlator.service_account_key")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
     std::fs::write(
         &config,
         format!(
@@ -239,7 +279,11 @@ async fn correlator_killed_mid_burst_loses_no_alert_and_duplicates_no_incident()
     // Kill it while the burst is being ingested, then start it again on the same disk.
     let bus = tf.bus().await;
     let _ = eventually(Duration::from_secs(20), || async {
-        let stream = bus.js.get_stream(bus.subjects.stream_name(StreamKind::Alerts)).await.ok()?;
+        let stream = bus
+            .js
+            .get_stream(bus.subjects.stream_name(StreamKind::Alerts))
+            .await
+            .ok()?;
         let mut stream = stream;
         let info = stream.info().await.ok()?;
         (info.state.messages >= 20).then_some(())
@@ -259,7 +303,11 @@ async fn correlator_killed_mid_burst_loses_no_alert_and_duplicates_no_incident()
     let after = incident_counts(&bus).await;
     correlator.kill().unwrap();
     let _ = correlator.wait();
-    assert_eq!(counts, Some((groups, groups)), "one incident and one summary per service");
+    assert_eq!(
+        counts,
+        Some((groups, groups)),
+        "one incident and one summary per service"
+    );
     assert_eq!(after, (groups, groups), "nothing duplicated later");
     // Every alert was counted: 4 distinct alerts per incident, each received 5 times.
     let stream = bus
@@ -285,7 +333,9 @@ async fn correlator_killed_mid_burst_loses_no_alert_and_duplicates_no_incident()
     let mut latest = std::collections::HashMap::new();
     while let Some(Ok(m)) = batch.next().await {
         let env = Envelope::<IncidentEvent>::from_slice(&m.payload).unwrap();
-        let e = latest.entry(env.body.incident_id.clone()).or_insert(env.body.clone());
+        let e = latest
+            .entry(env.body.incident_id.clone())
+            .or_insert(env.body.clone());
         if env.body.revision >= e.revision {
             *e = env.body;
         }
@@ -306,7 +356,9 @@ async fn bad_input_gets_coded_errors_and_the_gateway_keeps_serving() {
     let base = tf.base();
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (
-            client.post(format!("{base}/v1/requests")).json(&json!({"type": "answer", "input": "x"})),
+            client
+                .post(format!("{base}/v1/requests"))
+                .json(&json!({"type": "answer", "input": "x"})),
             401,
             "unauthenticated",
         ),
@@ -332,7 +384,10 @@ async fn bad_input_gets_coded_errors_and_the_gateway_keeps_serving() {
                 .post(format!("{base}/v1/requests"))
                 .bearer_auth(&tf.user_key)
                 .header("content-type", "application/json")
-                .body(format!("{{\"type\":\"answer\",\"input\":\"{}\"}}", "x".repeat(10_000))),
+                .body(format!(
+                    "{{\"type\":\"answer\",\"input\":\"{}\"}}",
+                    "x".repeat(10_000)
+                )),
             413,
             "payload_too_large",
         ),
@@ -350,7 +405,9 @@ async fn bad_input_gets_coded_errors_and_the_gateway_keeps_serving() {
         assert_eq!(resp.status().as_u16(), status, "expected {code}");
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], code, "{body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
     // Still serving after all of that.
     let resp = client
@@ -389,7 +446,11 @@ async fn tampering_one_byte_of_an_audit_entry_makes_verify_fail_and_name_it() {
             .unwrap()
     };
     let ok = verify(tf.data.path());
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("15 entries verified"));
 
     // Flip one byte inside entry 7's event (keeping it valid JSON): `"stage":"x..."`.

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "mcplane", version, about = "mcplane: a Model Control Plane on NATS")]
+#[command(
+    name = "mcplane",
+    version,
+    about = "mcplane: a Model Control Plane on NATS"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -7,7 +7,8 @@ use crate::args::AuditCommand;
 
 pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        AuditCommand::Verify { tenant, data } => match mcplane_audit::store::verify(&data, &tenant) {
+        AuditCommand::Verify { tenant, data } => match mcplane_audit::store::verify(&data, &tenant)
+        {
             Ok(report) => {
                 println!(
                     "audit chain for tenant {tenant}: {} entries verified, head {}",

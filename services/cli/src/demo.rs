@@ -74,8 +74,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Keys: one for the demo user, one service account for the correlator.
     let keys = KeyStore::open(&data)?;
     let (user_key, _) = keys.create(TENANT, vec!["sre".into()], PrincipalKind::User, None)?;
-    let (sa_key, _) = keys.create("*", vec!["service".into()], PrincipalKind::ServiceAccount, None)?;
-    doc.set("correlator.service_account_key", toml::Value::String(sa_key));
+    let (sa_key, _) = keys.create(
+        "*",
+        vec!["service".into()],
+        PrincipalKind::ServiceAccount,
+        None,
+    )?;
+    doc.set(
+        "correlator.service_account_key",
+        toml::Value::String(sa_key),
+    );
 
     println!("== mcplane demo ==");
     println!("data folder: {}", data.display());
@@ -159,7 +167,9 @@ async fn drive(
         let text = resp.text().await.unwrap_or_default();
         println!(
             "POST /v1/alerts/{source} {} -> {status} {text}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
         );
     }
 
@@ -218,7 +228,11 @@ fn print_summary(s: &IncidentSummary) {
         s.incident_id,
         s.revision,
         s.alert_count,
-        if s.degraded { ", assembled without AI" } else { "" }
+        if s.degraded {
+            ", assembled without AI"
+        } else {
+            ""
+        }
     );
     for line in s.summary.lines() {
         println!("  {line}");

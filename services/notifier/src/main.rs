@@ -1,1 +1,3 @@
-fn main() {}
+fn main() -> std::process::ExitCode {
+    mcplane_shared::process::service_main(mcplane_shared::Service::Notifier, mcplane_notifier::run)
+}

@@ -1,1 +1,55 @@
+//! The redaction service: masks PII and secrets in a request before any model sees it and in
+//! the response before the client does. It is on every request's itinerary twice, and the auth
+//! service writes that itinerary, so no client can skip it.
+//!
+//! This is the hot path: the [`Redactor`] compiles its patterns once and leaves clean text
+//! untouched and unallocated. Other crates (benchmarks, output policy) can use it directly.
 
+pub mod config;
+pub mod detectors;
+pub mod engine;
+pub mod stage;
+
+use std::time::Duration;
+
+use mcplane_shared::config::{ConfigError, ServiceConfig};
+use mcplane_shared::ledger::SledLedger;
+use mcplane_shared::pipeline::run_stage;
+use mcplane_shared::{Service, ServiceError};
+use tokio_util::sync::CancellationToken;
+
+pub use crate::detectors::{EntityType, Span};
+pub use crate::engine::{Counts, Redactor, RedactorError};
+
+use crate::config::Config;
+use crate::stage::RedactStage;
+
+/// How long a result stays in the ledger: far longer than any redelivery.
+const LEDGER_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Runs both redaction steps until `shutdown`, then drains the batch in hand and returns.
+pub async fn run(
+    config: ServiceConfig<Config>,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    let redactor = Redactor::new(&config.service).map_err(|e| {
+        ConfigError::new(
+            format!("{}.enabled_types", Service::Redaction),
+            e.to_string(),
+        )
+    })?;
+    let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-redaction").await?;
+    let ledger = std::sync::Arc::new(SledLedger::open(
+        config.common.service_dir(Service::Redaction).join("ledger"),
+        LEDGER_RETENTION,
+    )?);
+    tracing::info!(
+        types = ?redactor.types().map(|t| t.as_str()).collect::<Vec<_>>(),
+        "redaction service starting"
+    );
+    let stage = RedactStage { redactor };
+    run_stage(bus, Service::Redaction, ledger, shutdown, |env, step| {
+        std::future::ready(stage.handle(env, step))
+    })
+    .await
+}

@@ -1,1 +1,6 @@
-fn main() {}
+fn main() -> std::process::ExitCode {
+    mcplane_shared::process::service_main(
+        mcplane_shared::Service::Redaction,
+        mcplane_redaction::run,
+    )
+}

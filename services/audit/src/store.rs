@@ -1,0 +1,351 @@
+//! The chain store: each tenant's hash chain in sled, appended by the service and read by the
+//! offline verifier (`mcplane audit verify`).
+//!
+//! Layout of `data_dir/audit/chain`: tree `chain/<tenant>` maps the big-endian sequence number
+//! to the entry's JSON; tree `index` maps `<tenant>/<request id>:<stage>` to the sequence number
+//! (so a redelivered event is chained once); tree `heads` maps the tenant to its last entry. The
+//! three change in one transaction, so a crash never leaves a half-appended entry.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use mcplane_shared::ledger::Ledger;
+use mcplane_shared::{AuditEvent, ServiceError};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::chain::{self, ChainBreak, ChainEntry};
+
+/// Where a data folder keeps the audit chain.
+pub fn chain_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("audit").join("chain")
+}
+
+/// The last entry of a tenant's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    New(u64),
+    /// The event was chained before (a redelivery); its sequence number.
+    Duplicate(u64),
+}
+
+/// The result of a verification that passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub entries: u64,
+    pub head_hash: String,
+}
+
+/// Why `verify` or `entries` could not vouch for a chain.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Broken(#[from] ChainBreak),
+    #[error("entry {entry}: not a readable chain entry: {message}")]
+    Unreadable { entry: u64, message: String },
+    #[error("no audit chain for tenant {tenant} in {dir}")]
+    NoChain { tenant: String, dir: String },
+    #[error("cannot open the audit chain in {dir}: {message}")]
+    Open { dir: String, message: String },
+}
+
+pub struct ChainStore {
+    db: sled::Db,
+    index: sled::Tree,
+    heads: sled::Tree,
+    chains: Mutex<HashMap<String, sled::Tree>>,
+}
+
+fn chain_tree_name(tenant: &str) -> String {
+    format!("chain/{tenant}")
+}
+
+fn index_key(tenant: &str, event_key: &str) -> String {
+    format!("{tenant}/{event_key}")
+}
+
+fn seq_from(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = bytes.len().min(8);
+    b[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(b)
+}
+
+impl ChainStore {
+    pub fn open(dir: &Path) -> Result<Self, ServiceError> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::open(dir)?;
+        Ok(ChainStore {
+            index: db.open_tree("index")?,
+            heads: db.open_tree("heads")?,
+            db,
+            chains: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether no tenant has any entry (a new or lost disk).
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
+
+    fn chain_tree(&self, tenant: &str) -> Result<sled::Tree, ServiceError> {
+        let mut chains = self
+            .chains
+            .lock()
+            .map_err(|_| ServiceError::storage("chain cache lock poisoned"))?;
+        if let Some(t) = chains.get(tenant) {
+            return Ok(t.clone());
+        }
+        let tree = self.db.open_tree(chain_tree_name(tenant))?;
+        chains.insert(tenant.to_string(), tree.clone());
+        Ok(tree)
+    }
+
+    /// Appends `event` to its tenant's chain, once: a second append of the same
+    /// `<request id>:<stage>` returns the first one's sequence number.
+    pub fn append(&self, event: &AuditEvent) -> Result<Appended, ServiceError> {
+        let tenant = event.tenant.as_str();
+        let chain_tree = self.chain_tree(tenant)?;
+        let value = serde_json::to_value(event).map_err(|e| ServiceError::Encode(e.to_string()))?;
+        let idx_key = index_key(tenant, &event.key());
+        let result =
+            (&self.index, &self.heads, &chain_tree).transaction(|(index, heads, chain)| {
+                if let Some(seq) = index.get(idx_key.as_bytes())? {
+                    return Ok(Appended::Duplicate(seq_from(&seq)));
+                }
+                let head: Option<Head> = heads
+                    .get(tenant.as_bytes())?
+                    .and_then(|h| serde_json::from_slice(&h).ok());
+                let entry = ChainEntry::next(
+                    head.as_ref().map(|h| (h.seq, h.hash.as_str())),
+                    value.clone(),
+                );
+                let encoded = serde_json::to_vec(&entry)
+                    .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                let new_head = serde_json::to_vec(&Head {
+                    seq: entry.seq,
+                    hash: entry.hash.clone(),
+                })
+                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                chain.insert(&entry.seq.to_be_bytes(), encoded)?;
+                index.insert(idx_key.as_bytes(), &entry.seq.to_be_bytes())?;
+                heads.insert(tenant.as_bytes(), new_head)?;
+                Ok(Appended::New(entry.seq))
+            });
+        match result {
+            Ok(a) => Ok(a),
+            Err(TransactionError::Abort(message)) => Err(ServiceError::Encode(message)),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    /// Reads a tenant's entries in order.
+    pub fn read(&self, tenant: &str) -> Result<Vec<ChainEntry>, VerifyError> {
+        let tree = self
+            .db
+            .open_tree(chain_tree_name(tenant))
+            .map_err(|e| VerifyError::Open {
+                dir: String::new(),
+                message: e.to_string(),
+            })?;
+        let mut out = Vec::with_capacity(tree.len());
+        for (i, item) in tree.iter().enumerate() {
+            let position = i as u64 + 1;
+            let (_, value) = item.map_err(|e| VerifyError::Unreadable {
+                entry: position,
+                message: e.to_string(),
+            })?;
+            let entry: ChainEntry =
+                serde_json::from_slice(&value).map_err(|e| VerifyError::Unreadable {
+                    entry: position,
+                    message: e.to_string(),
+                })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Recomputes a tenant's chain and checks it against the recorded head.
+    pub fn verify(&self, tenant: &str) -> Result<Report, VerifyError> {
+        let entries = self.read(tenant)?;
+        let mut prev = chain::GENESIS.to_string();
+        for (i, entry) in entries.iter().enumerate() {
+            chain::check(i as u64 + 1, &prev, entry)?;
+            prev = entry.hash.clone();
+        }
+        let count = entries.len() as u64;
+        let head: Option<Head> = self
+            .heads
+            .get(tenant.as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|h| serde_json::from_slice(&h).ok());
+        match head {
+            Some(h) if h.seq == count && h.hash == prev => Ok(Report {
+                entries: count,
+                head_hash: prev,
+            }),
+            Some(h) if h.seq > count => Err(ChainBreak {
+                entry: count + 1,
+                reason: format!("missing: the chain's head records {} entries", h.seq),
+            }
+            .into()),
+            Some(h) => Err(ChainBreak {
+                entry: count,
+                reason: format!(
+                    "does not match the chain's head (entry {} with hash {})",
+                    h.seq, h.hash
+                ),
+            }
+            .into()),
+            None if count == 0 => Err(VerifyError::NoChain {
+                tenant: tenant.to_string(),
+                dir: "this store".into(),
+            }),
+            None => Err(ChainBreak {
+                entry: 1,
+                reason: "the chain has entries but no recorded head".into(),
+            }
+            .into()),
+        }
+    }
+}
+
+/// The chain store is the audit stage's ledger: its index records which events are chained,
+/// and the consume loop flushes it once per batch before acking.
+impl Ledger for ChainStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ServiceError> {
+        Ok(self.index.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&self, key: &str, output: &[u8]) -> Result<(), ServiceError> {
+        self.index.insert(key, output)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), ServiceError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Opens the chain of a data folder for reading (the audit service must not be running on it:
+/// sled lets one process hold a folder).
+fn open_for_reading(data_dir: &Path) -> Result<ChainStore, VerifyError> {
+    let dir = chain_dir(data_dir);
+    if !dir.is_dir() {
+        return Err(VerifyError::Open {
+            dir: dir.display().to_string(),
+            message: "no such folder (is --data the fleet's data folder?)".into(),
+        });
+    }
+    ChainStore::open(&dir).map_err(|e| VerifyError::Open {
+        dir: dir.display().to_string(),
+        message: format!("{e} (a running audit service holds it; stop it or copy the folder)"),
+    })
+}
+
+/// A tenant's entries, in order.
+pub fn entries(data_dir: &Path, tenant: &str) -> Result<Vec<ChainEntry>, VerifyError> {
+    open_for_reading(data_dir)?.read(tenant)
+}
+
+/// Verifies a tenant's chain in a data folder; the error names the first bad entry.
+pub fn verify(data_dir: &Path, tenant: &str) -> Result<Report, VerifyError> {
+    if mcplane_shared::subjects::validate_token(tenant).is_err() {
+        return Err(VerifyError::NoChain {
+            tenant: tenant.to_string(),
+            dir: "any data folder (not a valid tenant id)".into(),
+        });
+    }
+    let store = open_for_reading(data_dir)?;
+    store.verify(tenant).map_err(|e| match e {
+        VerifyError::NoChain { tenant, .. } => VerifyError::NoChain {
+            tenant,
+            dir: chain_dir(data_dir).display().to_string(),
+        },
+        other => other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcplane_shared::AuditOutcome;
+
+    fn event(tenant: &str, n: u128, stage: &str) -> AuditEvent {
+        AuditEvent {
+            request_id: uuid::Uuid::from_u128(n),
+            stage: stage.into(),
+            tenant: tenant.into(),
+            principal: Some("key_1".into()),
+            outcome: AuditOutcome::Ok,
+            code: None,
+            detail: serde_json::json!({"n": n as u64}),
+            trace_id: "0".repeat(32),
+            at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn appends_once_per_event_and_keeps_tenants_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChainStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.append(&event("a", 1, "enrich")).unwrap(),
+            Appended::New(1)
+        );
+        assert_eq!(
+            store.append(&event("a", 1, "invoke")).unwrap(),
+            Appended::New(2)
+        );
+        assert_eq!(
+            store.append(&event("b", 1, "enrich")).unwrap(),
+            Appended::New(1)
+        );
+        assert_eq!(
+            store.append(&event("a", 1, "enrich")).unwrap(),
+            Appended::Duplicate(1)
+        );
+        assert_eq!(store.verify("a").unwrap().entries, 2);
+        assert_eq!(store.verify("b").unwrap().entries, 1);
+        assert!(matches!(
+            store.verify("c"),
+            Err(VerifyError::NoChain { .. })
+        ));
+    }
+
+    #[test]
+    fn a_removed_last_entry_is_caught_by_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChainStore::open(dir.path()).unwrap();
+        for n in 0..5 {
+            store.append(&event("a", n, "invoke")).unwrap();
+        }
+        store
+            .db
+            .open_tree(chain_tree_name("a"))
+            .unwrap()
+            .remove(5u64.to_be_bytes())
+            .unwrap();
+        let err = store.verify("a").unwrap_err();
+        assert!(err.to_string().starts_with("entry 5:"), "{err}");
+    }
+}
+
+impl ChainStore {
+    /// Makes every append durable (called on shutdown; the consume loop flushes per batch).
+    pub fn flush_all(&self) -> Result<(), ServiceError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

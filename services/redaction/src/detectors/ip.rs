@@ -1,0 +1,140 @@
+//! IP addresses: dotted-quad IPv4 with every octet at most 255, and IPv6 in any of its textual
+//! forms (compressed, embedded IPv4), confirmed by the standard library's parser.
+//!
+//! The IPv6 candidate pattern is loose on purpose (hex groups and colons) because the real
+//! grammar is awkward as a regex; `Ipv6Addr` parsing then decides, and a candidate must contain
+//! a digit and stand apart from identifiers so `std::net` or `abc::def` are left alone.
+
+use std::net::Ipv6Addr;
+
+use super::{byte_at, byte_before, is_word};
+
+pub const PATTERN: &str = concat!(
+    r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}",
+    r"|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.[0-9]{1,3}){3})?",
+);
+
+pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
+    let candidate = &text[start..end];
+    if candidate.contains(':') {
+        confirm_v6(text, start, end)
+    } else {
+        confirm_v4(text, start, end)
+    }
+}
+
+fn confirm_v4(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
+    let octets_ok = text[start..end]
+        .split('.')
+        .all(|o| o.parse::<u16>().is_ok_and(|n| n <= 255));
+    if !octets_ok {
+        return None;
+    }
+    // Only another dotted number part makes it something longer (`1.2.3.4.5`, an OID); a port
+    // (`:8080`), a prefix length (`/24`) or a range (`-10.0.0.9`) belong with an address.
+    let digit_at = |i: Option<usize>| {
+        i.and_then(|i| byte_at(text, i))
+            .is_some_and(|b| b.is_ascii_digit())
+    };
+    let glued_before = match byte_before(text, start) {
+        Some(b) if is_word(b) => true,
+        Some(b'.') => digit_at(start.checked_sub(2)),
+        _ => false,
+    };
+    let glued_after = match byte_at(text, end) {
+        Some(b) if is_word(b) => true,
+        Some(b'.') => digit_at(Some(end + 1)),
+        _ => false,
+    };
+    (!glued_before && !glued_after).then_some((start, end))
+}
+
+fn confirm_v6(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
+    let candidate = &text[start..end];
+    // The loose pattern may take one colon of the surrounding text (`addr:2001:db8::1`,
+    // `2001:db8::1: timeout`); try without it before giving up.
+    let mut tries = [(start, end); 3];
+    let mut n = 1;
+    if candidate.ends_with(':') && !candidate.ends_with("::") {
+        tries[n] = (start, end - 1);
+        n += 1;
+    }
+    if candidate.starts_with(':') && !candidate.starts_with("::") {
+        tries[n] = (start + 1, end);
+        n += 1;
+    }
+    let (s, e) = tries[..n]
+        .iter()
+        .copied()
+        .find(|&(s, e)| text[s..e].parse::<Ipv6Addr>().is_ok())?;
+    if !text[s..e].bytes().any(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if byte_before(text, s).is_some_and(|b| is_word(b) || b == b'.')
+        || byte_at(text, e).is_some_and(|b| is_word(b) || b == b'-')
+    {
+        return None;
+    }
+    Some((s, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::detectors::testing::found;
+    use crate::detectors::EntityType::Ip;
+
+    #[test]
+    fn finds_ipv4() {
+        assert_eq!(
+            found(
+                Ip,
+                "from 10.0.0.12 to 192.168.1.254, subnet 172.16.0.0/12. Also 8.8.8.8."
+            ),
+            vec!["10.0.0.12", "192.168.1.254", "172.16.0.0", "8.8.8.8"]
+        );
+        assert_eq!(found(Ip, "host=10.1.2.3:8080"), vec!["10.1.2.3"]);
+        assert_eq!(
+            found(Ip, "range 10.0.0.1-10.0.0.9"),
+            vec!["10.0.0.1", "10.0.0.9"]
+        );
+    }
+
+    #[test]
+    fn finds_ipv6() {
+        assert_eq!(
+            found(
+                Ip,
+                "peer 2001:db8::8a2e:370:7334 and fe80::1ff:fe23:4567:890a via [::1]:443"
+            ),
+            vec!["2001:db8::8a2e:370:7334", "fe80::1ff:fe23:4567:890a", "::1"]
+        );
+        assert_eq!(
+            found(Ip, "mapped ::ffff:192.0.2.128 here"),
+            vec!["::ffff:192.0.2.128"]
+        );
+        assert_eq!(
+            found(Ip, "2001:0db8:0000:0000:0000:ff00:0042:8329"),
+            vec!["2001:0db8:0000:0000:0000:ff00:0042:8329"]
+        );
+        assert_eq!(found(Ip, "addr:2001:db8::1: timeout"), vec!["2001:db8::1"]);
+    }
+
+    #[test]
+    fn ignores_near_misses() {
+        for text in [
+            "release v1.2.3",
+            "version 10.0.19045.2846",
+            "oid 1.3.6.1.4.1.311",
+            "300.1.1.1 is not an address",
+            "1.2.3.4.5",
+            "at 10:30:00",
+            "mac 00:1a:2b:3c:4d:5e",
+            "use std::net::Ipv6Addr; abc::def",
+            "a :: b",
+            "2024-01-15T10:30:00Z",
+            "sha 4f9c2e1d",
+        ] {
+            assert!(found(Ip, text).is_empty(), "{text}: {:?}", found(Ip, text));
+        }
+    }
+}

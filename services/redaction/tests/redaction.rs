@@ -1,0 +1,233 @@
+//! The redaction stage against a real nats-server: a request masked before the model stage,
+//! a response masked and delivered as the result, and the counts in the audit trail.
+
+use std::time::{Duration, Instant};
+
+use mcplane_redaction::config::Config;
+use mcplane_shared::bus::{Bus, ResultStore};
+use mcplane_shared::config::{BusConfig, Common, ServiceConfig};
+use mcplane_shared::subjects::StreamKind;
+use mcplane_shared::{
+    AiRequest, AiResponse, AuditEvent, AuditOutcome, ContextItem, Envelope, Exchange, Itinerary,
+    Principal, PrincipalKind, RequestType, Service, ServiceError, Step, Usage,
+};
+use mcplane_testkit::NatsServer;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+const TENANT: &str = "acme";
+
+struct Harness {
+    _nats: NatsServer,
+    _data: tempfile::TempDir,
+    bus: Bus,
+    shutdown: CancellationToken,
+    service: JoinHandle<Result<(), ServiceError>>,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let nats = NatsServer::start();
+        let data = tempfile::tempdir().unwrap();
+        let bus_config = BusConfig {
+            url: nats.url(),
+            ack_wait_secs: 5,
+            ..Default::default()
+        };
+        let config = ServiceConfig {
+            common: Common {
+                bus: bus_config.clone(),
+                data_dir: data.path().to_path_buf(),
+                ..Default::default()
+            },
+            service: Config::default(),
+        };
+        let bus = mcplane_shared::bus::connect(&bus_config, "test")
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let service = tokio::spawn(mcplane_redaction::run(config, shutdown.clone()));
+        Harness {
+            _nats: nats,
+            _data: data,
+            bus,
+            shutdown,
+            service,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.service.await.unwrap().unwrap();
+    }
+
+    async fn submit(&self, env: &Envelope<Exchange>) {
+        self.bus
+            .publish_envelope(
+                self.bus.subjects.stage(Service::Redaction, TENANT),
+                env,
+                "test",
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The last message on `subject` in the stream, once one has arrived.
+    async fn last_on(&self, kind: StreamKind, subject: &str) -> Vec<u8> {
+        let stream = self
+            .bus
+            .js
+            .get_stream(self.bus.subjects.stream_name(kind))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if let Ok(m) = stream.get_last_raw_message_by_subject(subject).await {
+                return m.payload.to_vec();
+            }
+            assert!(started.elapsed() < DEADLINE, "nothing arrived on {subject}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn audit(&self) -> AuditEvent {
+        let bytes = self
+            .last_on(StreamKind::Audit, &self.bus.subjects.audit(TENANT))
+            .await;
+        Envelope::<AuditEvent>::from_slice(&bytes).unwrap().body
+    }
+}
+
+fn request(input: &str) -> Envelope<Exchange> {
+    let mut env = Envelope::new(
+        TENANT,
+        Exchange::new(AiRequest {
+            request_type: RequestType::Answer,
+            input: input.into(),
+            services: vec!["payments-db".into()],
+            model: None,
+            max_tokens: None,
+        }),
+    );
+    env.itinerary = Itinerary::ai_request();
+    env.principal = Some(Principal {
+        id: "key-123".into(),
+        tenant: TENANT.into(),
+        roles: vec!["sre".into()],
+        kind: PrincipalKind::User,
+    });
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reaches_the_model_stage_masked() {
+    let h = Harness::start().await;
+    let mut env = request(
+        "Customer jane.doe@example.com (+1 415 555 2671) paid with 4111 1111 1111 1111 \
+         and got a 502 from 10.20.30.40; token Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlMTIz",
+    );
+    env.itinerary.next = 1; // enrichment is done
+    env.body.context.push(ContextItem {
+        source: "cmdb".into(),
+        subject: "payments-db".into(),
+        data: json!({
+            "owner": "carol.diaz@example.com",
+            "tier": 0,
+            "restricted": {
+                "db_host": "10.1.2.3:5432",
+                "oncall_phone": "+1 415 555 0199",
+            },
+        }),
+    });
+    h.submit(&env).await;
+
+    let bytes = h
+        .last_on(
+            StreamKind::Pipeline,
+            &h.bus.subjects.stage(Service::Model, TENANT),
+        )
+        .await;
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    for pii in [
+        "jane.doe@example.com",
+        "415 555",
+        "4111",
+        "10.20.30.40",
+        "eyJhbGciOiJIUzI1NiJ9",
+        "carol.diaz",
+        "10.1.2.3",
+    ] {
+        assert!(!text.contains(pii), "{pii} reached the model stage: {text}");
+    }
+    let out = Envelope::<Exchange>::from_slice(&bytes).unwrap();
+    assert_eq!(out.id, env.id);
+    assert_eq!(out.itinerary.current(), Some(Step::Invoke));
+    assert_eq!(
+        out.body.request.input,
+        "Customer [REDACTED:EMAIL] ([REDACTED:PHONE]) paid with [REDACTED:CARD] \
+         and got a 502 from [REDACTED:IP]; token Bearer [REDACTED:TOKEN]"
+    );
+    let data = &out.body.context[0].data;
+    assert_eq!(data["owner"], "[REDACTED:EMAIL]");
+    assert_eq!(data["restricted"]["db_host"], "[REDACTED:IP]:5432");
+    assert_eq!(data["restricted"]["oncall_phone"], "[REDACTED:PHONE]");
+    assert_eq!(data["tier"], 0);
+    let expected = json!({"CARD": 1, "EMAIL": 2, "IP": 2, "PHONE": 2, "TOKEN": 1});
+    assert_eq!(json!(out.body.redactions.request), expected);
+
+    let audit = h.audit().await;
+    assert_eq!(audit.request_id, env.id);
+    assert_eq!(audit.stage, "redact_request");
+    assert_eq!(audit.outcome, AuditOutcome::Ok);
+    assert_eq!(audit.detail["counts"], expected);
+    assert!(!audit.detail.to_string().contains("example.com"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_is_delivered_masked_with_counts() {
+    let h = Harness::start().await;
+    let mut env = request("What is the on-call number for payments?");
+    env.itinerary.next = 3; // redact_response: the last step
+    env.body.redactions.request.insert("EMAIL".into(), 1);
+    env.body.response = Some(AiResponse {
+        text: "Call Carol at +1 415 555 0199 or mail carol.diaz@example.com; \
+               the primary is 2001:db8::5 and the admin key is sk-proj-AbCdEf0123456789GhIjKlMn."
+            .into(),
+        provider: "local".into(),
+        model: "mcplane-local-1".into(),
+        usage: Usage::default(),
+    });
+    h.submit(&env).await;
+
+    let results = ResultStore::open(&h.bus).await.unwrap();
+    let started = Instant::now();
+    let stored = loop {
+        if let Some(stored) = results.get(&env.id).await.unwrap() {
+            break stored;
+        }
+        assert!(started.elapsed() < DEADLINE, "no result stored");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(stored.itinerary.is_done());
+    assert!(stored.body.error.is_none());
+    assert_eq!(
+        stored.body.response.unwrap().text,
+        "Call Carol at [REDACTED:PHONE] or mail [REDACTED:EMAIL]; \
+         the primary is [REDACTED:IP] and the admin key is [REDACTED:TOKEN]."
+    );
+    assert_eq!(
+        json!(stored.body.redactions.response),
+        json!({"EMAIL": 1, "IP": 1, "PHONE": 1, "TOKEN": 1})
+    );
+    // The request direction's counts are left as the first pass recorded them.
+    assert_eq!(json!(stored.body.redactions.request), json!({"EMAIL": 1}));
+
+    let audit = h.audit().await;
+    assert_eq!(audit.stage, "redact_response");
+    assert_eq!(audit.detail["direction"], "response");
+    assert_eq!(audit.detail["total"], 4);
+    h.stop().await;
+}
