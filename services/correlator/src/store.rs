@@ -201,6 +201,7 @@ mod tests {
             traceparent: None,
             payload: "{}".into(),
             core: false,
+            first: false,
         };
         let entry = LedgerEntry {
             at: at(0),

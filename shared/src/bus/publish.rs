@@ -26,6 +26,11 @@ pub struct Publication {
     /// Publish on core NATS (a client's reply inbox) instead of through JetStream.
     #[serde(default)]
     pub core: bool,
+    /// Must be stored before the other publications of the same batch are sent. Audit events
+    /// are: the next stage must never act (and audit) before this stage's record exists, so a
+    /// tenant's chain lists a request's stages in the order they happened.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first: bool,
 }
 
 impl Publication {
@@ -43,6 +48,7 @@ impl Publication {
             traceparent: Some(env.trace.traceparent()),
             payload,
             core: false,
+            first: false,
         })
     }
 
@@ -88,13 +94,29 @@ pub fn audit_publication<B: BodyKind>(
     audit_env.tenant = tenant.to_string();
     let mut publication = Publication::envelope(bus.subjects.audit(tenant), &audit_env, stage)?;
     publication.msg_id = Some(format!("{}:{}:audit", env.id, stage));
+    publication.first = true;
     Ok(publication)
 }
 
 impl Bus {
-    /// Publishes every publication, JetStream ones with their acks awaited together.
+    /// Publishes every publication, JetStream ones with their acks awaited together; those
+    /// marked [`Publication::first`] go out (and are acknowledged) before the others.
     pub async fn publish_all(&self, publications: &[Publication]) -> Result<(), ServiceError> {
-        let mut acks = Vec::with_capacity(publications.len());
+        if publications.iter().any(|p| p.first) {
+            self.publish_batch(publications.iter().filter(|p| p.first))
+                .await?;
+            return self
+                .publish_batch(publications.iter().filter(|p| !p.first))
+                .await;
+        }
+        self.publish_batch(publications.iter()).await
+    }
+
+    async fn publish_batch<'a>(
+        &self,
+        publications: impl Iterator<Item = &'a Publication>,
+    ) -> Result<(), ServiceError> {
+        let mut acks = Vec::new();
         for p in publications {
             let payload = bytes::Bytes::from(p.payload.clone());
             if p.core {

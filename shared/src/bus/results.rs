@@ -23,6 +23,7 @@ pub fn result_publications(
         traceparent: Some(env.trace.traceparent()),
         payload: payload.clone(),
         core: false,
+        first: false,
     }];
     if let Some(reply) = &env.reply_to {
         let internal = bus.subjects.is_internal(reply);
@@ -32,6 +33,7 @@ pub fn result_publications(
             traceparent: Some(env.trace.traceparent()),
             payload,
             core: !internal,
+            first: false,
         });
     }
     Ok(out)
