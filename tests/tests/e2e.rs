@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use axum::routing::post;
 use axum::{Json, Router};
-use futures::StreamExt;
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{Envelope, IncidentEvent, IncidentSummary, Service};
-use mcplane_tests::{alertmanager_payload, eventually, wait_consumer_idle, TestFleet};
+use mcplane_tests::{
+    alertmanager_payload, eventually, stored_messages, wait_consumer_idle, TestFleet,
+};
 use serde_json::{json, Value};
 
 /// An HTTP receiver on a free loopback port that records every JSON body and answers with
@@ -163,32 +164,12 @@ async fn incident_counts(bus: &mcplane_shared::bus::Bus) -> (usize, usize) {
         ),
         (StreamKind::Summaries, bus.subjects.summaries("acme", "*")),
     ] {
-        let stream = bus
-            .js
-            .get_stream(bus.subjects.stream_name(kind))
-            .await
-            .unwrap();
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::Config {
-                filter_subject: filter,
-                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let mut batch = consumer
-            .fetch()
-            .max_messages(10_000)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await
-            .unwrap();
-        while let Some(Ok(m)) = batch.next().await {
+        for payload in stored_messages(bus, kind, filter).await {
             if kind == StreamKind::Incidents {
-                let env = Envelope::<IncidentEvent>::from_slice(&m.payload).unwrap();
+                let env = Envelope::<IncidentEvent>::from_slice(&payload).unwrap();
                 opened.insert(env.body.incident_id);
             } else {
-                Envelope::<IncidentSummary>::from_slice(&m.payload).unwrap();
+                Envelope::<IncidentSummary>::from_slice(&payload).unwrap();
                 summaries += 1;
             }
         }
@@ -310,29 +291,10 @@ async fn correlator_killed_mid_burst_loses_no_alert_and_duplicates_no_incident()
     );
     assert_eq!(after, (groups, groups), "nothing duplicated later");
     // Every alert was counted: 4 distinct alerts per incident, each received 5 times.
-    let stream = bus
-        .js
-        .get_stream(bus.subjects.stream_name(StreamKind::Incidents))
-        .await
-        .unwrap();
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            filter_subject: bus.subjects.incidents("acme", "*"),
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut batch = consumer
-        .fetch()
-        .max_messages(10_000)
-        .expires(Duration::from_millis(500))
-        .messages()
-        .await
-        .unwrap();
     let mut latest = std::collections::HashMap::new();
-    while let Some(Ok(m)) = batch.next().await {
-        let env = Envelope::<IncidentEvent>::from_slice(&m.payload).unwrap();
+    let filter = bus.subjects.incidents("acme", "*");
+    for payload in stored_messages(&bus, StreamKind::Incidents, filter).await {
+        let env = Envelope::<IncidentEvent>::from_slice(&payload).unwrap();
         let e = latest
             .entry(env.body.incident_id.clone())
             .or_insert(env.body.clone());

@@ -148,6 +148,12 @@ impl ChainStore {
         }
     }
 
+    /// Makes every append durable (called on shutdown; the consume loop flushes per batch).
+    pub fn flush_all(&self) -> Result<(), ServiceError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Reads a tenant's entries in order.
     pub fn read(&self, tenant: &str) -> Result<Vec<ChainEntry>, VerifyError> {
         let tree = self
@@ -339,13 +345,5 @@ mod tests {
             .unwrap();
         let err = store.verify("a").unwrap_err();
         assert!(err.to_string().starts_with("entry 5:"), "{err}");
-    }
-}
-
-impl ChainStore {
-    /// Makes every append durable (called on shutdown; the consume loop flushes per batch).
-    pub fn flush_all(&self) -> Result<(), ServiceError> {
-        self.db.flush()?;
-        Ok(())
     }
 }
