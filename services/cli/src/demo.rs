@@ -93,7 +93,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         NatsChoice::Own
     };
     let fleet = Fleet::start(doc.clone(), choice).await?;
-    let result = drive(&args, &doc, http, &user_key).await;
+    let result = drive(&args, fleet.document(), http, &user_key).await;
     fleet.stop().await?;
     let (summaries, answer_ok) = result?;
 

@@ -91,6 +91,8 @@ pub enum NatsChoice {
 pub struct Fleet {
     shutdown: CancellationToken,
     tasks: Vec<(Service, JoinHandle<Result<(), ServiceError>>)>,
+    /// The configuration the services run with (with the URL of a server started for them).
+    doc: Document,
     // Kept so the server lives as long as the fleet.
     _nats: Option<LocalNats>,
 }
@@ -139,8 +141,14 @@ impl Fleet {
         Ok(Fleet {
             shutdown,
             tasks,
+            doc,
             _nats: nats,
         })
+    }
+
+    /// The configuration the services run with.
+    pub fn document(&self) -> &Document {
+        &self.doc
     }
 
     /// Whether any service has stopped (which in a healthy fleet means it failed).

@@ -27,7 +27,12 @@ pub async fn connect(config: &BusConfig, name: &str) -> Result<Bus, ServiceError
             .name(name)
             .connection_timeout(Duration::from_secs(2))
             .event_callback(|event| async move {
-                tracing::warn!(%event, "nats connection event");
+                match event {
+                    async_nats::Event::Connected | async_nats::Event::Closed => {
+                        tracing::debug!(%event, "nats connection event")
+                    }
+                    _ => tracing::warn!(%event, "nats connection event"),
+                }
             });
         async_nats::connect_with_options(url.as_str(), opts)
             .await
