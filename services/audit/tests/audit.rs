@@ -8,45 +8,13 @@ use std::time::{Duration, Instant};
 use mcplane_audit::config::Config;
 use mcplane_audit::store;
 use mcplane_shared::bus::Bus;
-use mcplane_shared::config::{BusConfig, Common, ServiceConfig};
 use mcplane_shared::subjects::StreamKind;
-use mcplane_shared::{AuditEvent, AuditOutcome, Envelope, ServiceError};
-use mcplane_testkit::NatsServer;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use mcplane_shared::{AuditEvent, AuditOutcome, Envelope};
+use mcplane_testkit::{bus_config, service_config, NatsServer, Running};
 
-fn bus_config(nats: &NatsServer) -> BusConfig {
-    BusConfig {
-        url: nats.url(),
-        ack_wait_secs: 5,
-        ..Default::default()
-    }
-}
-
-struct Service {
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), ServiceError>>,
-}
-
-impl Service {
-    fn start(nats: &NatsServer, data: &Path) -> Service {
-        let config = ServiceConfig {
-            common: Common {
-                bus: bus_config(nats),
-                data_dir: data.to_path_buf(),
-                ..Default::default()
-            },
-            service: Config::default(),
-        };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(mcplane_audit::run(config, shutdown.clone()));
-        Service { shutdown, task }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-    }
+fn audit_service(nats: &NatsServer, data: &Path) -> Running {
+    let config = service_config(nats, data, Config::default());
+    Running::spawn(|shutdown| mcplane_audit::run(config, shutdown))
 }
 
 fn event(tenant: &str, request: u128, stage: &str) -> Envelope<AuditEvent> {
@@ -111,7 +79,7 @@ async fn events_chain_per_tenant_once_and_a_lost_disk_is_rebuilt_from_the_stream
         .await
         .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let service = Service::start(&nats, data.path());
+    let service = audit_service(&nats, data.path());
 
     for request in 0..4u128 {
         for stage in ["authorize", "enrich", "invoke"] {
@@ -142,7 +110,7 @@ async fn events_chain_per_tenant_once_and_a_lost_disk_is_rebuilt_from_the_stream
 
     // The disk is lost: the chain comes back, identical, from the stream.
     std::fs::remove_dir_all(store::chain_dir(data.path())).unwrap();
-    let service = Service::start(&nats, data.path());
+    let service = audit_service(&nats, data.path());
     wait_idle(&bus, Some(created)).await;
     service.stop().await;
     let rebuilt = store::verify(data.path(), "acme").unwrap();

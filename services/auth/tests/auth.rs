@@ -10,15 +10,12 @@ use futures::StreamExt;
 use mcplane_auth::config::Config;
 use mcplane_auth::keys::KeyStore;
 use mcplane_shared::bus::{Bus, ResultStore};
-use mcplane_shared::config::{BusConfig, Common, ServiceConfig};
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
     AiRequest, AuditEvent, AuditOutcome, Envelope, ErrorCode, Exchange, Itinerary, PrincipalKind,
-    RequestType, Service, ServiceError,
+    RequestType, Service,
 };
-use mcplane_testkit::NatsServer;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use mcplane_testkit::{bus_config, service_config, NatsServer, Running};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -30,8 +27,7 @@ struct Harness {
     user_key: String,
     user_key_id: String,
     service_key: String,
-    shutdown: CancellationToken,
-    service: JoinHandle<Result<(), ServiceError>>,
+    service: Running,
 }
 
 impl Harness {
@@ -50,22 +46,9 @@ impl Harness {
                 None,
             )
             .unwrap();
-        let bus_config = BusConfig {
-            url: nats.url(),
-            ack_wait_secs: 5,
-            ..Default::default()
-        };
-        let config = ServiceConfig {
-            common: Common {
-                bus: bus_config.clone(),
-                data_dir: data.path().to_path_buf(),
-                ..Default::default()
-            },
-            service: Config::default(),
-        };
-        let shutdown = CancellationToken::new();
-        let service = tokio::spawn(mcplane_auth::run(config, shutdown.clone()));
-        let bus = mcplane_shared::bus::connect(&bus_config, "test")
+        let config = service_config(&nats, data.path(), Config::default());
+        let service = Running::spawn(|shutdown| mcplane_auth::run(config, shutdown));
+        let bus = mcplane_shared::bus::connect(&bus_config(&nats), "test")
             .await
             .unwrap();
         let harness = Harness {
@@ -76,7 +59,6 @@ impl Harness {
             user_key,
             user_key_id: user.key_id,
             service_key,
-            shutdown,
             service,
         };
         // The resolver answering means `run` is up.
@@ -87,8 +69,7 @@ impl Harness {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.service.await.unwrap().unwrap();
+        self.service.stop().await;
     }
 
     /// Publishes a request on `mcplane.requests.submit`; returns its stream sequence.

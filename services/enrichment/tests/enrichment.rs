@@ -7,15 +7,12 @@ use std::time::{Duration, Instant};
 
 use mcplane_enrichment::config::Config;
 use mcplane_shared::bus::{Bus, ResultStore};
-use mcplane_shared::config::{BusConfig, Common, ServiceConfig};
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
     AiRequest, AuditEvent, AuditOutcome, Envelope, ErrorCode, Exchange, Itinerary, Principal,
-    PrincipalKind, RequestType, Service, ServiceError, Step,
+    PrincipalKind, RequestType, Service, Step,
 };
-use mcplane_testkit::NatsServer;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use mcplane_testkit::{bus_config, service_config, NatsServer, Running};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 const TENANT: &str = "acme";
@@ -24,48 +21,36 @@ struct Harness {
     _nats: NatsServer,
     _data: tempfile::TempDir,
     bus: Bus,
-    shutdown: CancellationToken,
-    service: JoinHandle<Result<(), ServiceError>>,
+    service: Running,
 }
 
 impl Harness {
     async fn start() -> Harness {
         let nats = NatsServer::start();
         let data = tempfile::tempdir().unwrap();
-        let bus_config = BusConfig {
-            url: nats.url(),
-            ack_wait_secs: 5,
-            ..Default::default()
-        };
         let cmdb_file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/cmdb.toml");
-        let config = ServiceConfig {
-            common: Common {
-                bus: bus_config.clone(),
-                data_dir: data.path().to_path_buf(),
-                ..Default::default()
-            },
-            service: Config {
+        let config = service_config(
+            &nats,
+            data.path(),
+            Config {
                 cmdb_file: Some(cmdb_file),
                 ..Default::default()
             },
-        };
-        let bus = mcplane_shared::bus::connect(&bus_config, "test")
+        );
+        let bus = mcplane_shared::bus::connect(&bus_config(&nats), "test")
             .await
             .unwrap();
-        let shutdown = CancellationToken::new();
-        let service = tokio::spawn(mcplane_enrichment::run(config, shutdown.clone()));
+        let service = Running::spawn(|shutdown| mcplane_enrichment::run(config, shutdown));
         Harness {
             _nats: nats,
             _data: data,
             bus,
-            shutdown,
             service,
         }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.service.await.unwrap().unwrap();
+        self.service.stop().await;
     }
 
     async fn submit(&self, env: &Envelope<Exchange>) {

@@ -11,17 +11,14 @@ use axum::routing::post;
 use axum::{Json, Router};
 use mcplane_model::config::{Config, ProviderConfig, ProviderKind};
 use mcplane_shared::bus::{Bus, Publication, ResultStore};
-use mcplane_shared::config::{BusConfig, Common, ServiceConfig};
 use mcplane_shared::ledger::{Ledger, SledLedger};
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
     AiRequest, Envelope, ErrorCode, Exchange, Itinerary, Principal, PrincipalKind, RequestType,
-    Service, ServiceError, Step,
+    Service, Step,
 };
-use mcplane_testkit::NatsServer;
+use mcplane_testkit::{bus_config, service_config, NatsServer, Running};
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const TENANT: &str = "acme";
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -70,42 +67,17 @@ fn local() -> ProviderConfig {
     }
 }
 
-struct Replica {
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), ServiceError>>,
-}
-
-impl Replica {
-    fn start(nats: &NatsServer, data: &Path, providers: Vec<ProviderConfig>) -> Replica {
-        let config = ServiceConfig {
-            common: Common {
-                bus: bus_config(nats),
-                data_dir: data.to_path_buf(),
-                ..Default::default()
-            },
-            service: Config {
-                request_timeout_ms: 2_000,
-                max_attempts: 2,
-                providers,
-            },
-        };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(mcplane_model::run(config, shutdown.clone()));
-        Replica { shutdown, task }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-fn bus_config(nats: &NatsServer) -> BusConfig {
-    BusConfig {
-        url: nats.url(),
-        ack_wait_secs: 5,
-        ..Default::default()
-    }
+fn replica(nats: &NatsServer, data: &Path, providers: Vec<ProviderConfig>) -> Running {
+    let config = service_config(
+        nats,
+        data,
+        Config {
+            request_timeout_ms: 2_000,
+            max_attempts: 2,
+            providers,
+        },
+    );
+    Running::spawn(|shutdown| mcplane_model::run(config, shutdown))
 }
 
 /// A request whose itinerary is due at the invoke step.
@@ -207,7 +179,7 @@ async fn same_envelope_delivered_twice_invokes_the_provider_once() {
     let bus = mcplane_shared::bus::connect(&bus_config(&nats), "test")
         .await
         .unwrap();
-    let replica = Replica::start(&nats, data.path(), vec![openai("stub", &url)]);
+    let service = replica(&nats, data.path(), vec![openai("stub", &url)]);
 
     let env = request();
     deliver(&bus, &env, "first").await;
@@ -225,7 +197,7 @@ async fn same_envelope_delivered_twice_invokes_the_provider_once() {
         1,
         "the provider is called exactly once"
     );
-    replica.stop().await;
+    service.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,14 +210,14 @@ async fn a_redelivery_on_another_replica_reuses_the_claimed_outcome() {
         .unwrap();
 
     let env = request();
-    let a = Replica::start(&nats, data_a.path(), vec![openai("stub", &url)]);
+    let a = replica(&nats, data_a.path(), vec![openai("stub", &url)]);
     deliver(&bus, &env, "first").await;
     forwarded(&bus).await;
     wait_idle(&bus).await;
     a.stop().await;
 
     // Replica B has never seen the request: its own ledger is empty.
-    let b = Replica::start(&nats, data_b.path(), vec![openai("stub", &url)]);
+    let b = replica(&nats, data_b.path(), vec![openai("stub", &url)]);
     deliver(&bus, &env, "on-b").await;
     wait_idle(&bus).await;
     b.stop().await;
@@ -296,10 +268,10 @@ async fn a_claim_left_pending_by_a_dead_replica_is_answered_in_doubt_not_invoked
     .await
     .unwrap();
 
-    let replica = Replica::start(&nats, data.path(), vec![openai("stub", &url)]);
+    let service = replica(&nats, data.path(), vec![openai("stub", &url)]);
     deliver(&bus, &env, "after-crash").await;
     let out = result(&bus, &env.id).await;
-    replica.stop().await;
+    service.stop().await;
     assert_eq!(out.body.error.unwrap().code, ErrorCode::InvocationInDoubt);
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
@@ -321,19 +293,19 @@ async fn an_unreachable_provider_falls_back_and_with_no_fallback_the_answer_is_d
     let dead = format!("http://127.0.0.1:{}/v1", mcplane_testkit::free_port());
 
     let data = tempfile::tempdir().unwrap();
-    let replica = Replica::start(&nats, data.path(), vec![openai("down", &dead), local()]);
+    let service = replica(&nats, data.path(), vec![openai("down", &dead), local()]);
     let env = request();
     deliver(&bus, &env, "t").await;
     let out = forwarded(&bus).await;
     assert_eq!(out.body.response.unwrap().provider, "local");
-    replica.stop().await;
+    service.stop().await;
 
     let data = tempfile::tempdir().unwrap();
-    let replica = Replica::start(&nats, data.path(), vec![openai("down", &dead)]);
+    let service = replica(&nats, data.path(), vec![openai("down", &dead)]);
     let env = request();
     deliver(&bus, &env, "t").await;
     let out = result(&bus, &env.id).await;
-    replica.stop().await;
+    service.stop().await;
     let error = out.body.error.expect("a coded error");
     assert_eq!(error.code, ErrorCode::Degraded);
     assert!(error.message.contains("down"), "{}", error.message);

@@ -12,13 +12,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use mcplane_notifier::config::Config;
 use mcplane_shared::bus::Bus;
-use mcplane_shared::config::{BusConfig, Common, ServiceConfig};
 use mcplane_shared::subjects::StreamKind;
-use mcplane_shared::{AuditEvent, AuditOutcome, Envelope, IncidentSummary, ServiceError, Severity};
-use mcplane_testkit::NatsServer;
+use mcplane_shared::{AuditEvent, AuditOutcome, Envelope, IncidentSummary, Severity};
+use mcplane_testkit::{bus_config, service_config, NatsServer, Running};
 use serde_json::Value;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -44,41 +41,16 @@ async fn receiver(script: Vec<u16>) -> (String, Arc<Mutex<Vec<Value>>>) {
     (format!("http://{addr}/hook"), seen)
 }
 
-fn bus_config(nats: &NatsServer) -> BusConfig {
-    BusConfig {
-        url: nats.url(),
-        ack_wait_secs: 5,
-        ..Default::default()
-    }
-}
-
-struct Replica {
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), ServiceError>>,
-}
-
-impl Replica {
-    fn start(nats: &NatsServer, data: &Path, url: &str) -> Replica {
-        let config = ServiceConfig {
-            common: Common {
-                bus: bus_config(nats),
-                data_dir: data.to_path_buf(),
-                ..Default::default()
-            },
-            service: Config {
-                slack_webhook_url: Some(url.to_string()),
-                ..Config::default()
-            },
-        };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(mcplane_notifier::run(config, shutdown.clone()));
-        Replica { shutdown, task }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-    }
+fn replica(nats: &NatsServer, data: &Path, url: &str) -> Running {
+    let config = service_config(
+        nats,
+        data,
+        Config {
+            slack_webhook_url: Some(url.to_string()),
+            ..Config::default()
+        },
+    );
+    Running::spawn(|shutdown| mcplane_notifier::run(config, shutdown))
 }
 
 fn summary(revision: u32) -> Envelope<IncidentSummary> {
@@ -144,8 +116,8 @@ async fn a_summary_is_posted_once_across_replicas_and_redeliveries() {
         .unwrap();
     let (url, seen) = receiver(vec![]).await;
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Replica::start(&nats, a_dir.path(), &url);
-    let b = Replica::start(&nats, b_dir.path(), &url);
+    let a = replica(&nats, a_dir.path(), &url);
+    let b = replica(&nats, b_dir.path(), &url);
 
     let env = summary(1);
     // The same summary three times (as redeliveries would bring it), to either replica.
@@ -180,7 +152,7 @@ async fn passing_failures_are_retried_and_refusals_are_not() {
     // Two 503s, then success: one summary, three attempts, delivered.
     let (url, seen) = receiver(vec![503, 503]).await;
     let dir = tempfile::tempdir().unwrap();
-    let replica = Replica::start(&nats, dir.path(), &url);
+    let notifier = replica(&nats, dir.path(), &url);
     publish(&bus, &summary(1), "t").await;
     wait_for(&seen, 3).await;
     let r = receipt(&bus).await;
@@ -188,12 +160,12 @@ async fn passing_failures_are_retried_and_refusals_are_not() {
         (r.detail["delivered"].clone(), r.detail["attempts"].clone()),
         (true.into(), 3.into())
     );
-    replica.stop().await;
+    notifier.stop().await;
 
     // A 404 (a deleted channel) is final: one attempt, a failed receipt, no retry.
     let (url, seen) = receiver(vec![404]).await;
     let dir = tempfile::tempdir().unwrap();
-    let replica = Replica::start(&nats, dir.path(), &url);
+    let notifier = replica(&nats, dir.path(), &url);
     publish(&bus, &summary(2), "t").await;
     wait_for(&seen, 1).await;
     let started = Instant::now();
@@ -207,6 +179,6 @@ async fn passing_failures_are_retried_and_refusals_are_not() {
     };
     assert_eq!(r.detail["status"], 404);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    replica.stop().await;
+    notifier.stop().await;
     assert_eq!(seen.lock().unwrap().len(), 1);
 }

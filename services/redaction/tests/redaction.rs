@@ -5,16 +5,13 @@ use std::time::{Duration, Instant};
 
 use mcplane_redaction::config::Config;
 use mcplane_shared::bus::{Bus, ResultStore};
-use mcplane_shared::config::{BusConfig, Common, ServiceConfig};
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
     AiRequest, AiResponse, AuditEvent, AuditOutcome, ContextItem, Envelope, Exchange, Itinerary,
-    Principal, PrincipalKind, RequestType, Service, ServiceError, Step, Usage,
+    Principal, PrincipalKind, RequestType, Service, Step, Usage,
 };
-use mcplane_testkit::NatsServer;
+use mcplane_testkit::{bus_config, service_config, NatsServer, Running};
 use serde_json::json;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 const TENANT: &str = "acme";
@@ -23,44 +20,28 @@ struct Harness {
     _nats: NatsServer,
     _data: tempfile::TempDir,
     bus: Bus,
-    shutdown: CancellationToken,
-    service: JoinHandle<Result<(), ServiceError>>,
+    service: Running,
 }
 
 impl Harness {
     async fn start() -> Harness {
         let nats = NatsServer::start();
         let data = tempfile::tempdir().unwrap();
-        let bus_config = BusConfig {
-            url: nats.url(),
-            ack_wait_secs: 5,
-            ..Default::default()
-        };
-        let config = ServiceConfig {
-            common: Common {
-                bus: bus_config.clone(),
-                data_dir: data.path().to_path_buf(),
-                ..Default::default()
-            },
-            service: Config::default(),
-        };
-        let bus = mcplane_shared::bus::connect(&bus_config, "test")
+        let config = service_config(&nats, data.path(), Config::default());
+        let bus = mcplane_shared::bus::connect(&bus_config(&nats), "test")
             .await
             .unwrap();
-        let shutdown = CancellationToken::new();
-        let service = tokio::spawn(mcplane_redaction::run(config, shutdown.clone()));
+        let service = Running::spawn(|shutdown| mcplane_redaction::run(config, shutdown));
         Harness {
             _nats: nats,
             _data: data,
             bus,
-            shutdown,
             service,
         }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.service.await.unwrap().unwrap();
+        self.service.stop().await;
     }
 
     async fn submit(&self, env: &Envelope<Exchange>) {

