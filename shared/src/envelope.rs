@@ -28,6 +28,8 @@ pub enum Kind {
     Summary,
     /// One stage's record of what it did ([`crate::AuditEvent`]).
     Audit,
+    /// A tenant's model spend crossed a budget's soft limit ([`crate::BudgetAlert`]).
+    BudgetAlert,
 }
 
 /// Ties a body type to its [`Kind`].

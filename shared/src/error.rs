@@ -43,6 +43,11 @@ pub enum ErrorCode {
     InvocationInDoubt,
     /// The output still carries data the client may not see.
     OutputBlocked,
+    /// The tenant's hard model budget for the day or month is spent.
+    BudgetExceeded,
+    /// The provider's stream broke off after it had begun answering; the partial answer is
+    /// not passed off as a complete one.
+    StreamInterrupted,
     Internal,
 }
 
@@ -66,6 +71,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::InvocationInDoubt => "invocation_in_doubt",
             ErrorCode::OutputBlocked => "output_blocked",
+            ErrorCode::BudgetExceeded => "budget_exceeded",
+            ErrorCode::StreamInterrupted => "stream_interrupted",
             ErrorCode::Internal => "internal",
         }
     }
@@ -79,9 +86,11 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::InvalidRequest | ErrorCode::InvalidAlert => 422,
             ErrorCode::InvalidJson | ErrorCode::InvalidEnvelope | ErrorCode::Misrouted => 400,
-            ErrorCode::RateLimited => 429,
+            ErrorCode::RateLimited | ErrorCode::BudgetExceeded => 429,
             ErrorCode::Degraded | ErrorCode::Unavailable => 503,
-            ErrorCode::ProviderError | ErrorCode::InvocationInDoubt => 502,
+            ErrorCode::ProviderError
+            | ErrorCode::InvocationInDoubt
+            | ErrorCode::StreamInterrupted => 502,
             ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
         }

@@ -24,6 +24,7 @@ pub use body::{
     audit::{AuditEvent, AuditOutcome},
     exchange::{AiRequest, AiResponse, ContextItem, Exchange, RequestType, Usage},
     incident::{IncidentAlert, IncidentEvent, IncidentEventKind, IncidentSummary},
+    usage::BudgetAlert,
 };
 pub use envelope::{
     BodyKind, Classification, Envelope, Itinerary, Kind, Principal, PrincipalKind, Step,

@@ -9,6 +9,7 @@ use crate::body::alert::{CanonicalAlert, RawAlert};
 use crate::body::audit::AuditEvent;
 use crate::body::exchange::{AiRequest, Exchange};
 use crate::body::incident::{IncidentEvent, IncidentSummary};
+use crate::body::usage::BudgetAlert;
 use crate::envelope::Envelope;
 use crate::error::ErrorBody;
 
@@ -27,6 +28,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("incident_summary.schema.json", schema_for!(IncidentSummary)),
         ("audit_event.schema.json", schema_for!(AuditEvent)),
         ("error.schema.json", schema_for!(ErrorBody)),
+        ("budget_alert.schema.json", schema_for!(BudgetAlert)),
     ]
 }
 

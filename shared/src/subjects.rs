@@ -80,15 +80,18 @@ pub enum StreamKind {
     Summaries,
     /// Audit events from every stage: the source the audit chain can be rebuilt from.
     Audit,
+    /// Budget alerts and other usage events, per tenant.
+    Usage,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 5] = [
+    pub const ALL: [StreamKind; 6] = [
         StreamKind::Pipeline,
         StreamKind::Alerts,
         StreamKind::Incidents,
         StreamKind::Summaries,
         StreamKind::Audit,
+        StreamKind::Usage,
     ];
 }
 
@@ -211,6 +214,7 @@ impl Subjects {
             StreamKind::Incidents => "INCIDENTS",
             StreamKind::Summaries => "SUMMARIES",
             StreamKind::Audit => "AUDIT",
+            StreamKind::Usage => "USAGE",
         };
         format!(
             "{}_{}",
@@ -227,7 +231,30 @@ impl Subjects {
             StreamKind::Incidents => vec![format!("{p}.incidents.>")],
             StreamKind::Summaries => vec![format!("{p}.summaries.>")],
             StreamKind::Audit => vec![format!("{p}.audit.>")],
+            StreamKind::Usage => vec![format!("{p}.usage.>")],
         }
+    }
+
+    /// Versioned live configuration (routing rules, policies), by name: `mcplane config push`
+    /// writes it, running services watch it and switch atomically.
+    pub fn config_bucket(&self) -> String {
+        format!("{}-config", self.prefix)
+    }
+
+    /// Model spend per tenant and window (`<tenant>.day.<date>`, `<tenant>.month.<yyyy-mm>`),
+    /// reserved and settled with compare-and-set so replicas never overspend together.
+    pub fn budgets_bucket(&self) -> String {
+        format!("{}-budgets", self.prefix)
+    }
+
+    /// Core request/reply: the models the model service can route to (for `GET /v1/models`).
+    pub fn model_catalog(&self) -> String {
+        format!("{}.model.catalog", self.prefix)
+    }
+
+    /// `mcplane.usage.<tenant>.<event>`: budget alerts for a tenant's operators.
+    pub fn usage(&self, tenant: &str, event: &str) -> String {
+        format!("{}.usage.{}.{}", self.prefix, tenant, event)
     }
 
     /// Final results of requests, by request id, for `GET /v1/requests/{id}`.

@@ -8,7 +8,8 @@
 use chrono::{DateTime, Utc};
 use mcplane_shared::subjects::validate_token;
 use mcplane_shared::{
-    AuditOutcome, Envelope, ErrorBody, ErrorCode, Exchange, Itinerary, PrincipalKind,
+    AuditOutcome, Classification, Envelope, ErrorBody, ErrorCode, Exchange, Itinerary,
+    PrincipalKind,
 };
 
 use crate::config::Config;
@@ -95,6 +96,15 @@ pub fn decide(
         );
     }
     env.itinerary = Itinerary::ai_request();
+    // Whatever the envelope claimed on arrival, the classification starts from the default and
+    // can only be raised: by the client's own judgement here, by restricted context later.
+    env.classification = env
+        .body
+        .request
+        .classification
+        .map_or(Classification::default(), |c| {
+            c.max(Classification::default())
+        });
     Decision::Forward(Box::new(env))
 }
 
@@ -155,6 +165,9 @@ mod tests {
                 services: services.iter().map(|s| s.to_string()).collect(),
                 model: None,
                 max_tokens: None,
+                classification: None,
+                max_latency_ms: None,
+                stream: false,
             }),
         )
     }

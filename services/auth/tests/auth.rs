@@ -216,6 +216,9 @@ fn request(tenant: &str, credential: Option<&str>) -> Envelope<Exchange> {
             services: vec!["checkout-api".into()],
             model: None,
             max_tokens: None,
+            classification: None,
+            max_latency_ms: None,
+            stream: false,
         }),
     );
     env.credential = credential.map(String::from);

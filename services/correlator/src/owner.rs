@@ -377,6 +377,9 @@ impl PartitionOwner {
             services: vec![incident.service.clone()],
             model: None,
             max_tokens: None,
+            classification: None,
+            max_latency_ms: None,
+            stream: false,
         };
         let mut env = Envelope::new_at(request_id, now, &incident.tenant, Exchange::new(request));
         env.credential = Some(key.to_string());

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use mcplane_shared::pipeline::StageOutcome;
-use mcplane_shared::{ContextItem, Envelope, ErrorBody, ErrorCode, Exchange, Step};
+use mcplane_shared::{Classification, ContextItem, Envelope, ErrorBody, ErrorCode, Exchange, Step};
 use serde_json::json;
 
 use crate::cmdb::{Cmdb, CmdbService};
@@ -82,6 +82,11 @@ impl EnrichStage {
         // put there by us and is replaced.
         env.body.context.retain(|c| c.source != SOURCE);
         env.body.context.extend(items);
+        if restricted_fields {
+            // Restricted context makes the whole request restricted: it must not leave the
+            // boundary (the model router sends restricted data only to private providers).
+            env.classification = env.classification.max(Classification::Restricted);
+        }
 
         metrics::counter!("mcplane_enrichment_items_total", "source" => SOURCE)
             .increment(names.len() as u64);
@@ -153,6 +158,9 @@ db_host = "pg-1.internal"
                 services: services.iter().map(|s| s.to_string()).collect(),
                 model: None,
                 max_tokens: None,
+                classification: None,
+                max_latency_ms: None,
+                stream: false,
             }),
         );
         env.itinerary = Itinerary::ai_request();

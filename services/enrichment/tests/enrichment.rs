@@ -110,6 +110,9 @@ fn request(input: &str, services: &[&str], roles: Option<&[&str]>) -> Envelope<E
             services: services.iter().map(|s| s.to_string()).collect(),
             model: None,
             max_tokens: None,
+            classification: None,
+            max_latency_ms: None,
+            stream: false,
         }),
     );
     env.itinerary = Itinerary::ai_request();

@@ -159,6 +159,9 @@ mod tests {
             services: vec![],
             model: None,
             max_tokens: None,
+            classification: None,
+            max_latency_ms: None,
+            stream: false,
         };
         Envelope::new_at(id, chrono::Utc::now(), "acme", Exchange::new(request))
     }

@@ -189,6 +189,7 @@ async fn deliver(bus: &Bus, mut env: Envelope<Exchange>, error: Option<ErrorBody
                 usage: Usage {
                     input_tokens: 3,
                     output_tokens: 4,
+                    cost_micros: 0,
                 },
             })
         }

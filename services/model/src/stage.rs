@@ -1,26 +1,46 @@
-//! The invoke step: claim the request fleet-wide, call the providers in order with retries,
-//! record what happened in the claim, and pass the response on.
+//! The invoke step: claim the request fleet-wide, route it, hold its estimated cost against the
+//! tenant's budget, call the candidates in order with retries, settle the cost, and record what
+//! happened in the claim.
 //!
 //! The claim (`<request id>.invoke` in the claims bucket, an atomic create) is what keeps a
 //! model from being invoked twice when a redelivery lands on another replica whose ledger has
-//! never seen the request. The claim's recorded outcome is reused, never recomputed. A claim
-//! left pending for longer than any invocation can take means its owner died mid-call: the
-//! answer is `invocation_in_doubt`, not a second call.
+//! never seen the request: the recorded [`Invocation`] is reused, never recomputed. A claim left
+//! pending for longer than any invocation can take means its owner died mid-call: the answer is
+//! `invocation_in_doubt`, not a second call.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
-use mcplane_shared::bus::{Claim, Claims};
+use chrono::Utc;
+use mcplane_shared::bus::{Bus, Claim, Claims, Publication};
 use mcplane_shared::pipeline::StageOutcome;
-use mcplane_shared::{AiResponse, Envelope, ErrorBody, ErrorCode, Exchange, Step};
+use mcplane_shared::{
+    AiResponse, Envelope, ErrorBody, ErrorCode, Exchange, ServiceError, Step, Usage,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::providers::{Provider, ProviderError};
+use crate::budget::{BudgetError, Budgets, Reservation};
+use crate::config::{Config, ProviderConfig};
+use crate::health::ProviderHealth;
+use crate::live::LiveRouting;
+use crate::providers::{local::estimate_tokens, Call, FailureKind, Provider, ProviderError};
+use crate::routing::{Decision, ProviderView, RouteInput};
 
 /// Longest wait honoured from a provider's `Retry-After`.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// One try at one provider, as recorded in the claim and the audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub provider: String,
+    /// `ok`, `retryable`, `permanent`, `interrupted`, `busy` or `circuit_open`.
+    pub outcome: String,
+    pub ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
 
 /// What an invocation came to, as recorded in the claim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,28 +48,114 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 pub enum Invocation {
     Answered {
         response: AiResponse,
-        attempts: u32,
+        routing: Decision,
+        attempts: Vec<Attempt>,
     },
-    /// Every provider failed: the request is answered with a coded `degraded` error.
+    /// No candidate could answer: a coded `degraded` reply (the incident pipeline then
+    /// assembles its summary without AI).
     Degraded {
         message: String,
-        attempts: u32,
+        routing: Decision,
+        attempts: Vec<Attempt>,
     },
+    /// Refused with a code: `budget_exceeded`, `stream_interrupted`.
+    Refused {
+        code: ErrorCode,
+        message: String,
+        routing: Decision,
+        attempts: Vec<Attempt>,
+    },
+}
+
+/// A configured provider with its client and this replica's view of its health.
+pub struct Upstream {
+    pub config: ProviderConfig,
+    pub client: Provider,
+    pub health: ProviderHealth,
+}
+
+impl Upstream {
+    pub fn new(config: &Config, provider: &ProviderConfig, http: &reqwest::Client) -> Self {
+        Upstream {
+            client: Provider::from_config(provider, http),
+            health: ProviderHealth::new(provider, &config.breaker),
+            config: provider.clone(),
+        }
+    }
 }
 
 /// What the invoke step needs for every request.
 pub struct InvokeStage {
-    pub providers: Vec<Provider>,
+    pub bus: Bus,
+    pub upstreams: Vec<Upstream>,
+    pub routing: LiveRouting,
     pub claims: Claims,
+    pub budgets: Budgets,
     pub request_timeout: Duration,
     pub max_attempts: usize,
+    pub queue_timeout: Duration,
+    pub default_output_tokens: u32,
 }
 
 impl InvokeStage {
+    fn timeout_of(&self, up: &Upstream) -> Duration {
+        up.config
+            .timeout_ms
+            .map_or(self.request_timeout, Duration::from_millis)
+    }
+
     /// How long a pending claim may be in progress before it is taken as in doubt.
     pub fn in_doubt_after(&self) -> Duration {
-        let per_provider = (self.request_timeout + MAX_RETRY_AFTER) * self.max_attempts as u32;
-        per_provider * self.providers.len() as u32 + Duration::from_secs(30)
+        let calls: Duration = self
+            .upstreams
+            .iter()
+            .map(|u| (self.timeout_of(u) + MAX_RETRY_AFTER) * self.max_attempts as u32)
+            .sum();
+        calls + self.queue_timeout * self.upstreams.len() as u32 + Duration::from_secs(30)
+    }
+
+    /// The routing decision for a request as things stand (also what the dry run shows).
+    pub fn decide(&self, env: &Envelope<Exchange>) -> (Decision, u32, u32) {
+        let request = &env.body.request;
+        let input_tokens = estimate_tokens(&request.input)
+            + env
+                .body
+                .context
+                .iter()
+                .map(|c| estimate_tokens(&c.data.to_string()))
+                .sum::<u32>();
+        let output_tokens = request.max_tokens.unwrap_or(self.default_output_tokens);
+        let now = Instant::now();
+        let views: Vec<ProviderView<'_>> = self
+            .upstreams
+            .iter()
+            .map(|u| ProviderView {
+                config: &u.config,
+                available: u.health.available(now),
+                p95_ms: u.health.p95_ms(),
+            })
+            .collect();
+        let roles = env
+            .principal
+            .as_ref()
+            .map(|p| p.roles.as_slice())
+            .unwrap_or_default();
+        let input = RouteInput {
+            id: env.id,
+            request_type: request.request_type,
+            tenant: &env.tenant,
+            roles,
+            classification: env.classification,
+            max_latency_ms: request.max_latency_ms,
+            model: request.model.as_deref(),
+            input_tokens,
+            output_tokens,
+        };
+        (
+            self.routing.current().decide(&views, &input),
+            input_tokens,
+            output_tokens,
+        )
     }
 
     pub async fn handle(&self, mut env: Envelope<Exchange>, step: Step) -> StageOutcome {
@@ -69,7 +175,7 @@ impl InvokeStage {
             Ok(Claim::Done(bytes)) => match serde_json::from_slice::<Invocation>(&bytes) {
                 Ok(inv) => {
                     metrics::counter!("mcplane_model_claims_reused_total").increment(1);
-                    tracing::info!("invocation already done elsewhere; reusing its outcome");
+                    tracing::info!("invocation already done; reusing its recorded outcome");
                     (inv, "reused")
                 }
                 Err(e) => {
@@ -94,7 +200,17 @@ impl InvokeStage {
                 return fail(env, error, json!({"claim": "in_doubt"}));
             }
             Ok(Claim::Won) => {
-                let inv = self.invoke(&env.body).await;
+                let inv = match self.invoke(&env).await {
+                    Ok(inv) => inv,
+                    Err(e) => {
+                        // Nothing was called: give the claim back and try again later.
+                        tracing::warn!(error = %e, "cannot invoke now; will retry");
+                        if let Err(e) = self.claims.release(&key).await {
+                            tracing::error!(error = %e, "cannot release the claim");
+                        }
+                        return StageOutcome::Retry(Duration::from_secs(1));
+                    }
+                };
                 let recorded = match serde_json::to_vec(&inv) {
                     Ok(v) => Bytes::from(v),
                     Err(e) => {
@@ -108,15 +224,23 @@ impl InvokeStage {
                     tracing::error!(error = %e, "cannot record the invocation; will retry");
                     return StageOutcome::Retry(Duration::from_secs(1));
                 }
+                // Fault injection for the crash-after-call tests (a no-op unless built with
+                // the `failpoints` feature and armed through FAILPOINTS).
+                fail::fail_point!("model-after-invoke");
                 (inv, "won")
             }
         };
         match invocation {
-            Invocation::Answered { response, attempts } => {
+            Invocation::Answered {
+                response,
+                routing,
+                attempts,
+            } => {
                 let detail = json!({
                     "provider": response.provider,
                     "model": response.model,
                     "usage": response.usage,
+                    "routing": routing,
                     "attempts": attempts,
                     "claim": claim,
                 });
@@ -126,18 +250,96 @@ impl InvokeStage {
                     detail,
                 }
             }
-            Invocation::Degraded { message, attempts } => {
+            Invocation::Degraded {
+                message,
+                routing,
+                attempts,
+            } => {
                 let error = ErrorBody::new(ErrorCode::Degraded, message);
-                fail(env, error, json!({"attempts": attempts, "claim": claim}))
+                let detail = json!({"routing": routing, "attempts": attempts, "claim": claim});
+                fail(env, error, detail)
+            }
+            Invocation::Refused {
+                code,
+                message,
+                routing,
+                attempts,
+            } => {
+                let error = ErrorBody::new(code, message);
+                let detail = json!({"routing": routing, "attempts": attempts, "claim": claim});
+                fail(env, error, detail)
             }
         }
     }
 
-    /// Tries each provider in order, retrying retryable failures with backoff and jitter.
-    async fn invoke(&self, exchange: &Exchange) -> Invocation {
-        let mut attempts = 0u32;
-        let mut failures = Vec::new();
-        for provider in &self.providers {
+    /// Routes, reserves, calls and settles. `Err` only when nothing was called and the request
+    /// should be tried again later (the budget store is unreachable).
+    async fn invoke(&self, env: &Envelope<Exchange>) -> Result<Invocation, ServiceError> {
+        let (routing, input_tokens, output_tokens) = self.decide(env);
+        let mut attempts = Vec::new();
+        if routing.order.is_empty() {
+            metrics::counter!("mcplane_model_degraded_total").increment(1);
+            let why: Vec<String> = routing
+                .excluded
+                .iter()
+                .map(|e| format!("{}: {}", e.provider, e.reason))
+                .collect();
+            return Ok(Invocation::Degraded {
+                message: format!(
+                    "no model provider can serve this request now ({})",
+                    why.join("; ")
+                ),
+                routing,
+                attempts,
+            });
+        }
+        let estimate = routing
+            .order
+            .iter()
+            .map(|i| {
+                self.upstreams[*i]
+                    .config
+                    .cost_micros(input_tokens, output_tokens)
+            })
+            .max()
+            .unwrap_or(0);
+        let reservation = match self
+            .budgets
+            .reserve(&env.tenant, estimate, Utc::now())
+            .await
+        {
+            Ok(r) => r,
+            Err(BudgetError::Store(e)) => return Err(ServiceError::bus(e)),
+            Err(e @ BudgetError::Exceeded { .. }) => {
+                metrics::counter!("mcplane_model_budget_denials_total", "tenant" => env.tenant.clone())
+                    .increment(1);
+                return Ok(Invocation::Refused {
+                    code: ErrorCode::BudgetExceeded,
+                    message: e.to_string(),
+                    routing,
+                    attempts,
+                });
+            }
+        };
+
+        for &i in &routing.order {
+            let up = &self.upstreams[i];
+            let Some(_permit) = up.health.permit(self.queue_timeout).await else {
+                attempts.push(attempt(
+                    up,
+                    "busy",
+                    Duration::ZERO,
+                    Some("at its concurrency limit".into()),
+                ));
+                continue;
+            };
+            let model = env
+                .body
+                .request
+                .model
+                .as_deref()
+                .filter(|m| up.config.all_models().any(|x| x == *m))
+                .unwrap_or(&up.config.model);
             let mut delays = ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(100))
                 .with_max_delay(Duration::from_secs(5))
@@ -145,28 +347,66 @@ impl InvokeStage {
                 .with_jitter()
                 .build();
             loop {
-                attempts += 1;
-                let started = std::time::Instant::now();
-                let result =
-                    match tokio::time::timeout(self.request_timeout, provider.invoke(exchange))
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(ProviderError::retryable(format!(
-                            "provider {} timed out after {:?}",
-                            provider.name(),
-                            self.request_timeout
-                        ))),
-                    };
-                let outcome = if result.is_ok() { "ok" } else { "error" };
-                metrics::histogram!("mcplane_model_call_seconds", "provider" => provider.name().to_string(), "outcome" => outcome)
-                    .record(started.elapsed().as_secs_f64());
+                if !up.health.try_call(Instant::now()) {
+                    attempts.push(attempt(up, "circuit_open", Duration::ZERO, None));
+                    break;
+                }
+                let started = Instant::now();
+                let call = Call {
+                    exchange: &env.body,
+                    model,
+                    stream: env.body.request.stream,
+                };
+                let timeout = self.timeout_of(up);
+                let result = match tokio::time::timeout(timeout, up.client.invoke(call)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ProviderError::retryable(format!(
+                        "provider {} timed out after {timeout:?}",
+                        up.config.name
+                    ))),
+                };
+                let elapsed = started.elapsed();
+                let failed = matches!(&result, Err(e) if e.kind == FailureKind::Retryable);
+                up.health.record(elapsed, failed, Instant::now());
+                let label = match &result {
+                    Ok(_) => "ok",
+                    Err(e) => kind_label(e.kind),
+                };
+                metrics::histogram!("mcplane_model_call_seconds", "provider" => up.config.name.clone(), "outcome" => label)
+                    .record(elapsed.as_secs_f64());
                 match result {
-                    Ok(response) => return Invocation::Answered { response, attempts },
+                    Ok(mut response) => {
+                        attempts.push(attempt(up, "ok", elapsed, None));
+                        response.usage.cost_micros = up
+                            .config
+                            .cost_micros(response.usage.input_tokens, response.usage.output_tokens);
+                        self.record_usage(env, &response);
+                        self.settle(reservation, Some(response.usage)).await;
+                        return Ok(Invocation::Answered {
+                            response,
+                            routing,
+                            attempts,
+                        });
+                    }
                     Err(e) => {
-                        tracing::warn!(provider = provider.name(), error = %e, retryable = e.retryable, "provider call failed");
-                        let delay = delays.next().filter(|_| e.retryable);
-                        failures.push(e.message.clone());
+                        tracing::warn!(provider = %up.config.name, error = %e, kind = label, "provider call failed");
+                        attempts.push(attempt(up, label, elapsed, Some(e.message.clone())));
+                        if e.kind == FailureKind::Interrupted {
+                            // The provider answered in part and charged for it: settle what was
+                            // held, and say so rather than call another model for the rest.
+                            let charged = Usage {
+                                cost_micros: reservation.reserved_micros,
+                                ..Usage::default()
+                            };
+                            self.settle(reservation, Some(charged)).await;
+                            return Ok(Invocation::Refused {
+                                code: ErrorCode::StreamInterrupted,
+                                message: e.message,
+                                routing,
+                                attempts,
+                            });
+                        }
+                        let delay = delays.next().filter(|_| e.kind == FailureKind::Retryable);
                         match delay {
                             Some(d) => {
                                 let d =
@@ -179,14 +419,78 @@ impl InvokeStage {
                 }
             }
         }
+        self.settle(reservation, None).await;
         metrics::counter!("mcplane_model_degraded_total").increment(1);
-        Invocation::Degraded {
-            message: format!(
-                "every model provider is unavailable: {}",
-                failures.last().map(String::as_str).unwrap_or("no provider")
-            ),
+        let last = attempts
+            .iter()
+            .rev()
+            .find_map(|a| a.error.clone())
+            .unwrap_or_else(|| "every candidate was busy or had its circuit open".into());
+        Ok(Invocation::Degraded {
+            message: format!("every model provider is unavailable: {last}"),
+            routing,
             attempts,
+        })
+    }
+
+    fn record_usage(&self, env: &Envelope<Exchange>, response: &AiResponse) {
+        let (tenant, provider) = (env.tenant.clone(), response.provider.clone());
+        metrics::counter!("mcplane_model_tokens_total", "tenant" => tenant.clone(), "provider" => provider.clone(), "direction" => "input")
+            .increment(u64::from(response.usage.input_tokens));
+        metrics::counter!("mcplane_model_tokens_total", "tenant" => tenant.clone(), "provider" => provider.clone(), "direction" => "output")
+            .increment(u64::from(response.usage.output_tokens));
+        metrics::counter!("mcplane_model_cost_micros_total", "tenant" => tenant, "provider" => provider)
+            .increment(response.usage.cost_micros);
+    }
+
+    /// Settles a reservation and announces any soft limit it crossed. A failure here is logged,
+    /// not fatal: the answer exists, and the window keeps the (higher) reserved amount.
+    async fn settle(&self, reservation: Reservation, usage: Option<Usage>) {
+        let tenant = reservation.tenant.clone();
+        match self.budgets.settle(reservation, usage, Utc::now()).await {
+            Ok(alerts) => {
+                for alert in alerts {
+                    tracing::warn!(tenant = %alert.tenant, window = %alert.window, spent_micros = alert.spent_micros, "budget soft limit crossed");
+                    let msg_id = format!("{}:{}:{}:soft", alert.tenant, alert.window, alert.period);
+                    let env = Envelope::new(tenant.clone(), alert);
+                    let publication = Publication::envelope(
+                        self.bus.subjects.usage(&tenant, "budget"),
+                        &env,
+                        "budget",
+                    )
+                    .map(|mut p| {
+                        p.msg_id = Some(msg_id);
+                        p
+                    });
+                    match publication {
+                        Ok(p) => {
+                            if let Err(e) = self.bus.publish_all(&[p]).await {
+                                tracing::error!(error = %e, "cannot publish a budget alert");
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot encode a budget alert"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot settle the budget"),
         }
+    }
+}
+
+fn kind_label(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::Retryable => "retryable",
+        FailureKind::Permanent => "permanent",
+        FailureKind::Interrupted => "interrupted",
+    }
+}
+
+fn attempt(up: &Upstream, outcome: &str, elapsed: Duration, error: Option<String>) -> Attempt {
+    Attempt {
+        provider: up.config.name.clone(),
+        outcome: outcome.to_string(),
+        ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        error,
     }
 }
 

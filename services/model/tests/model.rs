@@ -49,22 +49,15 @@ async fn counting_provider() -> (String, Arc<AtomicUsize>) {
 
 fn openai(name: &str, base_url: &str) -> ProviderConfig {
     ProviderConfig {
-        name: name.into(),
         kind: ProviderKind::Openai,
         model: "stub-1".into(),
         base_url: Some(base_url.into()),
-        api_key_env: None,
+        ..ProviderConfig::local(name)
     }
 }
 
 fn local() -> ProviderConfig {
-    ProviderConfig {
-        name: "local".into(),
-        kind: ProviderKind::Local,
-        model: "mcplane-local-1".into(),
-        base_url: None,
-        api_key_env: None,
-    }
+    ProviderConfig::local("local")
 }
 
 fn replica(nats: &NatsServer, data: &Path, providers: Vec<ProviderConfig>) -> Running {
@@ -75,6 +68,7 @@ fn replica(nats: &NatsServer, data: &Path, providers: Vec<ProviderConfig>) -> Ru
             request_timeout_ms: 2_000,
             max_attempts: 2,
             providers,
+            ..Config::default()
         },
     );
     Running::spawn(|shutdown| mcplane_model::run(config, shutdown))
@@ -90,6 +84,9 @@ fn request() -> Envelope<Exchange> {
             services: vec![],
             model: None,
             max_tokens: None,
+            classification: None,
+            max_latency_ms: None,
+            stream: false,
         }),
     );
     env.itinerary = Itinerary::ai_request();

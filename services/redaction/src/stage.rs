@@ -120,6 +120,9 @@ mod tests {
                 services: vec![],
                 model: None,
                 max_tokens: None,
+                classification: None,
+                max_latency_ms: None,
+                stream: false,
             }),
         );
         env.itinerary = Itinerary::ai_request();

@@ -90,6 +90,9 @@ fn request(input: &str) -> Envelope<Exchange> {
             services: vec!["payments-db".into()],
             model: None,
             max_tokens: None,
+            classification: None,
+            max_latency_ms: None,
+            stream: false,
         }),
     );
     env.itinerary = Itinerary::ai_request();

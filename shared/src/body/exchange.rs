@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{BodyKind, Kind};
+use crate::envelope::{BodyKind, Classification, Kind};
 use crate::error::ErrorBody;
 
 /// What the client wants done.
@@ -49,6 +49,18 @@ pub struct AiRequest {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
+    /// How sensitive the input is, as the client judges it. It can raise the envelope's
+    /// classification (restricted data is routed only to private providers), never lower what
+    /// the pipeline itself finds (restricted CMDB fields raise it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
+    /// The latency the client needs; routing rules can match on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<u32>,
+    /// The client reads the answer as a stream (`/v1/chat/completions` with `stream: true`);
+    /// the model stage then asks the provider for a stream too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 /// A piece of context injected by the enrichment service.
@@ -61,11 +73,15 @@ pub struct ContextItem {
     pub data: serde_json::Value,
 }
 
-/// Token counts as the provider reported them (estimated for the built-in provider).
+/// Token counts as the provider reported them (estimated for the built-in provider), and what
+/// they cost at the provider's configured prices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Usage {
     pub input_tokens: u32,
     pub output_tokens: u32,
+    /// Cost in millionths of a US dollar (integers, so budgets add up exactly).
+    #[serde(default)]
+    pub cost_micros: u64,
 }
 
 /// A model's answer.

@@ -4,3 +4,4 @@ pub mod alert;
 pub mod audit;
 pub mod exchange;
 pub mod incident;
+pub mod usage;

@@ -18,13 +18,24 @@ impl Bus {
         self.ensure_bucket(
             &self.subjects.results_bucket(),
             Duration::from_secs(24 * 3600),
+            1,
         )
         .await?;
         self.ensure_bucket(
             &self.subjects.claims_bucket(),
             Duration::from_secs(7 * 24 * 3600),
+            1,
         )
         .await?;
+        // A month's window must outlive the month; the config keeps every version pushed.
+        self.ensure_bucket(
+            &self.subjects.budgets_bucket(),
+            Duration::from_secs(40 * 24 * 3600),
+            1,
+        )
+        .await?;
+        self.ensure_bucket(&self.subjects.config_bucket(), Duration::ZERO, 64)
+            .await?;
         Ok(())
     }
 
@@ -35,7 +46,7 @@ impl Bus {
             StreamKind::Pipeline => (stream::RetentionPolicy::WorkQueue, day),
             // Kept so that a correlator replica can rebuild its state by replaying.
             StreamKind::Alerts => (stream::RetentionPolicy::Limits, 7 * day),
-            StreamKind::Incidents | StreamKind::Summaries => {
+            StreamKind::Incidents | StreamKind::Summaries | StreamKind::Usage => {
                 (stream::RetentionPolicy::Limits, 7 * day)
             }
             // The audit chain can be rebuilt from here; keep it for as long as it is needed.
@@ -66,6 +77,7 @@ impl Bus {
         &self,
         bucket: &str,
         max_age: Duration,
+        history: i64,
     ) -> Result<kv::Store, ServiceError> {
         if let Ok(store) = self.js.get_key_value(bucket).await {
             return Ok(store);
@@ -73,7 +85,7 @@ impl Bus {
         self.js
             .create_key_value(kv::Config {
                 bucket: bucket.to_string(),
-                history: 1,
+                history,
                 max_age,
                 storage: stream::StorageType::File,
                 num_replicas: self.config.stream_replicas,

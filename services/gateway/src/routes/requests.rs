@@ -169,6 +169,9 @@ mod tests {
             services: vec![],
             model: None,
             max_tokens: None,
+            classification: None,
+            max_latency_ms: None,
+            stream: false,
         };
         let mut env = Envelope::new("acme", Exchange::new(request));
         env.credential = Some("mcp_secret".into());

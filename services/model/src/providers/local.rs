@@ -16,15 +16,14 @@ const MAX_ALERT_LINES: usize = 5;
 #[derive(Debug, Clone)]
 pub struct LocalProvider {
     pub name: String,
-    pub model: String,
 }
 
 impl LocalProvider {
-    pub fn new(name: String, model: String) -> Self {
-        LocalProvider { name, model }
+    pub fn new(name: String) -> Self {
+        LocalProvider { name }
     }
 
-    pub fn invoke(&self, exchange: &Exchange) -> AiResponse {
+    pub fn invoke(&self, exchange: &Exchange, model: &str) -> AiResponse {
         let text = respond(exchange);
         AiResponse {
             usage: Usage {
@@ -35,16 +34,17 @@ impl LocalProvider {
                         .map(|c| estimate_tokens(&c.data.to_string()))
                         .sum::<u32>(),
                 output_tokens: estimate_tokens(&text),
+                cost_micros: 0,
             },
             text,
             provider: self.name.clone(),
-            model: self.model.clone(),
+            model: model.to_string(),
         }
     }
 }
 
 /// About four characters a token, as the common tokenisers average on English text.
-fn estimate_tokens(text: &str) -> u32 {
+pub fn estimate_tokens(text: &str) -> u32 {
     u32::try_from(text.len().div_ceil(4)).unwrap_or(u32::MAX)
 }
 
@@ -174,6 +174,9 @@ mod tests {
             services: vec![],
             model: None,
             max_tokens: None,
+            classification: None,
+            max_latency_ms: None,
+            stream: false,
         });
         ex.context.push(ContextItem {
             source: "cmdb".into(),
@@ -189,8 +192,8 @@ mod tests {
         let input = "checkout: errors (critical incident on checkout)\n\
                      - [critical] checkout: HighErrorRate (x3)\n\
                      - [warning] checkout: HighLatency (x1)";
-        let p = LocalProvider::new("local".into(), MODEL.into());
-        let r = p.invoke(&exchange(RequestType::Summarize, input));
+        let p = LocalProvider::new("local".into());
+        let r = p.invoke(&exchange(RequestType::Summarize, input), MODEL);
         assert_eq!(
             r.text,
             "Summary: checkout: errors (critical incident on checkout)\n\
@@ -203,25 +206,29 @@ mod tests {
         assert!(r.usage.input_tokens > 0 && r.usage.output_tokens > 0);
         // Deterministic: the same input gives the same answer.
         assert_eq!(
-            p.invoke(&exchange(RequestType::Summarize, input)).text,
+            p.invoke(&exchange(RequestType::Summarize, input), MODEL)
+                .text,
             r.text
         );
     }
 
     #[test]
     fn answers_and_classifications_are_extractive() {
-        let p = LocalProvider::new("local".into(), MODEL.into());
-        let r = p.invoke(&exchange(
-            RequestType::Answer,
-            "Why is checkout slow? It started at noon. Nobody knows.",
-        ));
+        let p = LocalProvider::new("local".into());
+        let r = p.invoke(
+            &exchange(
+                RequestType::Answer,
+                "Why is checkout slow? It started at noon. Nobody knows.",
+            ),
+            MODEL,
+        );
         assert!(r
             .text
             .starts_with("Question: Why is checkout slow? It started at noon.\n"));
-        let r = p.invoke(&exchange(
-            RequestType::Classify,
-            "Critical: checkout latency high",
-        ));
+        let r = p.invoke(
+            &exchange(RequestType::Classify, "Critical: checkout latency high"),
+            MODEL,
+        );
         assert!(r
             .text
             .starts_with("category: performance\nseverity: critical"));

@@ -1,10 +1,12 @@
 //! Model providers: the closed set mcplane can route to, as an enum rather than trait objects.
 //!
 //! Each provider turns one [`Exchange`] into an [`AiResponse`] or a [`ProviderError`] that says
-//! whether trying again could help; retries and fallback live in the stage, not here.
+//! what kind of failure it was; retries, breakers and fallback live in the stage, not here.
 
+pub mod anthropic;
 pub mod local;
 pub mod openai;
+pub mod sse;
 
 use std::time::Duration;
 
@@ -12,13 +14,24 @@ use mcplane_shared::{AiResponse, Exchange};
 
 use crate::config::{ProviderConfig, ProviderKind};
 
-/// Why a provider call failed, and whether another attempt could succeed.
+/// How a provider call failed, which decides what the stage does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Connect errors, timeouts, 429, 5xx, a stream that broke before any content: retry,
+    /// then fall back; counts against the provider's circuit.
+    Retryable,
+    /// The provider refused this request (other 4xx, an unreadable answer): fall back.
+    Permanent,
+    /// A stream broke off after content had begun: the request fails with
+    /// `stream_interrupted` rather than pass a partial answer off as whole, or pay twice.
+    Interrupted,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ProviderError {
     pub message: String,
-    /// Connect errors, timeouts, 429 and 5xx are retryable; 4xx and bad answers are not.
-    pub retryable: bool,
+    pub kind: FailureKind,
     /// The provider's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,
 }
@@ -27,7 +40,7 @@ impl ProviderError {
     pub fn permanent(message: impl Into<String>) -> Self {
         ProviderError {
             message: message.into(),
-            retryable: false,
+            kind: FailureKind::Permanent,
             retry_after: None,
         }
     }
@@ -35,10 +48,48 @@ impl ProviderError {
     pub fn retryable(message: impl Into<String>) -> Self {
         ProviderError {
             message: message.into(),
-            retryable: true,
+            kind: FailureKind::Retryable,
             retry_after: None,
         }
     }
+
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        ProviderError {
+            message: message.into(),
+            kind: FailureKind::Interrupted,
+            retry_after: None,
+        }
+    }
+
+    /// Reads an error answer: 429 and 5xx may pass, other statuses will not.
+    pub async fn from_response(provider: &str, response: reqwest::Response) -> Self {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response.text().await.unwrap_or_default();
+        let snippet: String = body.chars().take(200).collect();
+        ProviderError {
+            message: format!("provider {provider} answered {status}: {snippet}"),
+            kind: if status.as_u16() == 429 || status.is_server_error() {
+                FailureKind::Retryable
+            } else {
+                FailureKind::Permanent
+            },
+            retry_after,
+        }
+    }
+}
+
+/// One call to make: the exchange, the model to ask for, whether to stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub exchange: &'a Exchange,
+    pub model: &'a str,
+    pub stream: bool,
 }
 
 /// A configured provider, ready to call.
@@ -46,33 +97,40 @@ impl ProviderError {
 pub enum Provider {
     Local(local::LocalProvider),
     OpenAi(openai::OpenAiProvider),
+    Anthropic(anthropic::AnthropicProvider),
 }
 
 impl Provider {
     /// Builds a provider from its configuration (the HTTP client is shared by every provider).
     pub fn from_config(config: &ProviderConfig, http: &reqwest::Client) -> Self {
         match config.kind {
-            ProviderKind::Local => Provider::Local(local::LocalProvider::new(
-                config.name.clone(),
-                config.model.clone(),
-            )),
+            ProviderKind::Local => Provider::Local(local::LocalProvider::new(config.name.clone())),
             ProviderKind::Openai => {
                 Provider::OpenAi(openai::OpenAiProvider::new(config, http.clone()))
+            }
+            ProviderKind::Anthropic => {
+                Provider::Anthropic(anthropic::AnthropicProvider::new(config, http.clone()))
             }
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub async fn invoke(&self, call: Call<'_>) -> Result<AiResponse, ProviderError> {
         match self {
-            Provider::Local(p) => &p.name,
-            Provider::OpenAi(p) => &p.name,
+            Provider::Local(p) => Ok(p.invoke(call.exchange, call.model)),
+            Provider::OpenAi(p) => p.invoke(call).await,
+            Provider::Anthropic(p) => p.invoke(call).await,
         }
     }
+}
 
-    pub async fn invoke(&self, exchange: &Exchange) -> Result<AiResponse, ProviderError> {
-        match self {
-            Provider::Local(p) => Ok(p.invoke(exchange)),
-            Provider::OpenAi(p) => p.invoke(exchange).await,
-        }
+/// The API key from the environment variable a provider names, if it names one.
+pub fn api_key(provider: &str, env: Option<&str>) -> Result<Option<String>, ProviderError> {
+    match env {
+        None => Ok(None),
+        Some(var) => std::env::var(var).map(Some).map_err(|_| {
+            ProviderError::permanent(format!(
+                "provider {provider}: environment variable {var} is not set"
+            ))
+        }),
     }
 }

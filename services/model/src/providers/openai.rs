@@ -1,23 +1,21 @@
 //! OpenAI-compatible chat completions over HTTP: OpenAI, Azure OpenAI, vLLM, Ollama,
 //! llama.cpp server, LiteLLM — anything that serves `POST {base_url}/chat/completions`.
 //!
-//! Failures are sorted here into retryable (connect errors, timeouts, 429, 5xx) and permanent
-//! (other 4xx, an answer without a message), because only the provider knows its status codes.
+//! Streams are read to the end here: the answer still has to pass response redaction before
+//! any client sees it. A stream that stops before its final chunk is a failure, never a short
+//! success: retryable while nothing has arrived, `Interrupted` once content has.
 
-use std::time::Duration;
-
-use mcplane_shared::{AiResponse, Exchange, Usage};
+use mcplane_shared::{AiResponse, Usage};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ProviderError;
+use super::{api_key, sse, Call, ProviderError};
 use crate::config::ProviderConfig;
 use crate::prompt;
 
 #[derive(Debug, Clone)]
 pub struct OpenAiProvider {
     pub name: String,
-    model: String,
     url: String,
     api_key_env: Option<String>,
     http: reqwest::Client,
@@ -34,7 +32,12 @@ struct Completion {
 
 #[derive(Deserialize)]
 struct Choice {
-    message: Message,
+    #[serde(default)]
+    message: Option<Message>,
+    #[serde(default)]
+    delta: Option<Message>,
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -43,7 +46,7 @@ struct Message {
     content: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, Copy)]
 struct CompletionUsage {
     #[serde(default)]
     prompt_tokens: u32,
@@ -56,16 +59,16 @@ impl OpenAiProvider {
         let base = config.base_url.clone().unwrap_or_default();
         OpenAiProvider {
             name: config.name.clone(),
-            model: config.model.clone(),
             url: format!("{}/chat/completions", base.trim_end_matches('/')),
             api_key_env: config.api_key_env.clone(),
             http,
         }
     }
 
-    pub async fn invoke(&self, exchange: &Exchange) -> Result<AiResponse, ProviderError> {
+    pub async fn invoke(&self, call: Call<'_>) -> Result<AiResponse, ProviderError> {
+        let exchange = call.exchange;
         let mut body = json!({
-            "model": self.model,
+            "model": call.model,
             "messages": [
                 {"role": "system", "content": prompt::instruction(exchange.request.request_type)},
                 {"role": "user", "content": prompt::user_message(exchange)},
@@ -74,39 +77,23 @@ impl OpenAiProvider {
         if let Some(max) = exchange.request.max_tokens {
             body["max_tokens"] = json!(max);
         }
-        let mut request = self.http.post(&self.url).json(&body);
-        if let Some(var) = &self.api_key_env {
-            match std::env::var(var) {
-                Ok(key) => request = request.bearer_auth(key),
-                Err(_) => {
-                    return Err(ProviderError::permanent(format!(
-                        "provider {}: environment variable {var} is not set",
-                        self.name
-                    )))
-                }
-            }
+        if call.stream {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
         }
-        let response = request.send().await.map_err(|e| {
-            // Connect errors and timeouts: the provider may be back in a moment.
-            ProviderError::retryable(format!("provider {}: {e}", self.name))
-        })?;
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let text = response.text().await.unwrap_or_default();
-            let snippet: String = text.chars().take(200).collect();
-            let message = format!("provider {} answered {status}: {snippet}", self.name);
-            let retryable = status.as_u16() == 429 || status.is_server_error();
-            return Err(ProviderError {
-                message,
-                retryable,
-                retry_after,
-            });
+        let mut request = self.http.post(&self.url).json(&body);
+        if let Some(key) = api_key(&self.name, self.api_key_env.as_deref())? {
+            request = request.bearer_auth(key);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ProviderError::retryable(format!("provider {}: {e}", self.name)))?;
+        if !response.status().is_success() {
+            return Err(ProviderError::from_response(&self.name, response).await);
+        }
+        if call.stream {
+            return self.read_stream(response, call.model).await;
         }
         let completion: Completion = response.json().await.map_err(|e| {
             ProviderError::permanent(format!("provider {}: unreadable answer: {e}", self.name))
@@ -115,19 +102,84 @@ impl OpenAiProvider {
             .choices
             .into_iter()
             .next()
-            .and_then(|c| c.message.content)
+            .and_then(|c| c.message)
+            .and_then(|m| m.content)
             .ok_or_else(|| {
                 ProviderError::permanent(format!("provider {}: answer has no message", self.name))
             })?;
-        let usage = completion.usage.map_or(Usage::default(), |u| Usage {
-            input_tokens: u.prompt_tokens,
-            output_tokens: u.completion_tokens,
-        });
-        Ok(AiResponse {
+        Ok(self.response(text, completion.model, call.model, completion.usage))
+    }
+
+    fn response(
+        &self,
+        text: String,
+        reported_model: Option<String>,
+        asked_model: &str,
+        usage: Option<CompletionUsage>,
+    ) -> AiResponse {
+        AiResponse {
             text,
             provider: self.name.clone(),
-            model: completion.model.unwrap_or_else(|| self.model.clone()),
-            usage,
-        })
+            model: reported_model.unwrap_or_else(|| asked_model.to_string()),
+            usage: usage.map_or(Usage::default(), |u| Usage {
+                input_tokens: u.prompt_tokens,
+                output_tokens: u.completion_tokens,
+                cost_micros: 0,
+            }),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        mut response: reqwest::Response,
+        asked_model: &str,
+    ) -> Result<AiResponse, ProviderError> {
+        let mut decoder = sse::Decoder::default();
+        let mut text = String::new();
+        let (mut model, mut usage, mut finished) = (None, None, false);
+        let broke = |text: &str, why: String| {
+            if text.is_empty() {
+                ProviderError::retryable(format!(
+                    "provider {}: stream {why} before any content",
+                    self.name
+                ))
+            } else {
+                ProviderError::interrupted(format!(
+                    "provider {}: stream {why} after {} characters",
+                    self.name,
+                    text.chars().count()
+                ))
+            }
+        };
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => return Err(broke(&text, format!("broke off ({e})"))),
+            };
+            for event in decoder.push(&chunk) {
+                if event.data.trim() == "[DONE]" {
+                    finished = true;
+                    continue;
+                }
+                let Ok(part) = serde_json::from_str::<Completion>(&event.data) else {
+                    return Err(broke(&text, "sent an unreadable chunk".into()));
+                };
+                model = part.model.or(model);
+                usage = part.usage.or(usage);
+                for choice in part.choices {
+                    if let Some(content) = choice.delta.and_then(|d| d.content) {
+                        text.push_str(&content);
+                    }
+                    if choice.finish_reason.is_some() {
+                        finished = true;
+                    }
+                }
+            }
+        }
+        if !finished {
+            return Err(broke(&text, "ended without its final chunk".into()));
+        }
+        Ok(self.response(text, model, asked_model, usage))
     }
 }
