@@ -8,7 +8,7 @@ use mcplane_auth::keys::KeyStore;
 use mcplane_cli::fleet::{Fleet, NatsChoice};
 use mcplane_shared::config::Document;
 use mcplane_shared::{PrincipalKind, Service};
-pub use mcplane_testkit::{free_port, NatsServer};
+pub use mcplane_testkit::{free_port, stored_messages, NatsServer};
 
 /// The test configuration: the example file's shape with test-friendly timings.
 pub const TEST_CONFIG: &str = r#"
@@ -194,41 +194,4 @@ pub fn alertmanager_payload(service: &str, alertname: &str, severity: &str) -> s
             "fingerprint": ""
         }]
     })
-}
-
-/// Every message stored on `filter` in the stream, read through a fresh consumer: exactly as
-/// many as the consumer reports pending, so a slow fetch can never under-count.
-pub async fn stored_messages(
-    bus: &mcplane_shared::bus::Bus,
-    kind: mcplane_shared::subjects::StreamKind,
-    filter: String,
-) -> Vec<bytes::Bytes> {
-    use futures::StreamExt;
-    let stream = bus
-        .js
-        .get_stream(bus.subjects.stream_name(kind))
-        .await
-        .expect("stream");
-    let mut consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            filter_subject: filter,
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let pending = consumer.info().await.expect("consumer info").num_pending as usize;
-    let mut out = Vec::with_capacity(pending);
-    if pending == 0 {
-        return out;
-    }
-    let mut messages = consumer.messages().await.expect("messages");
-    while out.len() < pending {
-        match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
-            Ok(Some(Ok(m))) => out.push(m.payload.clone()),
-            Ok(Some(Err(_))) => continue,
-            _ => panic!("read {} of {pending} stored messages", out.len()),
-        }
-    }
-    out
 }

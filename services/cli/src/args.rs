@@ -33,6 +33,70 @@ pub enum Command {
     Audit(AuditCommand),
     /// Write (or check) the JSON Schemas of the wire contracts.
     Schemas(SchemasArgs),
+    /// Show which providers a request would be routed to, in order, and why (a dry run).
+    Route(RouteArgs),
+    /// Push versioned configuration to a running fleet (no restart).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// A tenant's model spend today and this month.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RouteArgs {
+    /// Fleet configuration file (its `[model]` section). Default: examples/mcplane.toml.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Routing rules to try instead of the configuration's (`version` and `[[rules]]`, as
+    /// `mcplane config push routing` takes them).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+    /// summarize, answer, classify or generate_article.
+    #[arg(long = "type", default_value = "answer")]
+    pub request_type: String,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// The principal's role(s); repeat for several.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// public, internal, confidential or restricted.
+    #[arg(long, default_value = "internal")]
+    pub classification: String,
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub max_latency_ms: Option<u32>,
+    /// Estimated tokens, for the cost comparison of `cheapest` rules.
+    #[arg(long, default_value_t = 500)]
+    pub input_tokens: u32,
+    #[arg(long, default_value_t = 512)]
+    pub output_tokens: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Push routing rules (a TOML file with `version` and `[[rules]]`); every model replica
+    /// validates them and switches at once, and each decision records the version.
+    Push {
+        /// What to push: `routing`.
+        what: String,
+        file: PathBuf,
+        /// Fleet configuration (for the bus and the providers the rules must name).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        nats: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub nats: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

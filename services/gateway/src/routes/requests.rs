@@ -23,7 +23,7 @@ use mcplane_shared::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::credential::{self, constant_time_eq};
+use crate::credential::{self, constant_time_eq, Bearer};
 use crate::error::ApiError;
 use crate::observe::RequestContext;
 use crate::routes::{parse_json, read_body};
@@ -53,7 +53,23 @@ pub async fn submit(
     let bearer = credential::bearer(req.headers())?;
     let body = read_body(req).await?;
     let request: AiRequest = parse_json(&body, ErrorCode::InvalidRequest)?;
+    let id = ctx.id;
+    Ok(
+        match through_pipeline(&state, ctx, &bearer, request).await? {
+            Some(result) => result_response(&result),
+            None => pending(id),
+        },
+    )
+}
 
+/// Submits `request` into the governed pipeline as `bearer` and waits for its result up to
+/// `gateway.request_timeout_ms`; `None` when it did not come in time (the request goes on).
+pub async fn through_pipeline(
+    state: &AppState,
+    ctx: RequestContext,
+    bearer: &Bearer,
+    request: AiRequest,
+) -> Result<Option<Envelope<Exchange>>, ApiError> {
     // The tenant stays empty: only the auth stage may say whose request this is.
     let mut env = Envelope::new_at(ctx.id, Utc::now(), "", Exchange::new(request));
     env.trace = ctx.trace;
@@ -75,15 +91,11 @@ pub async fn submit(
     metrics::counter!("mcplane_gateway_requests_submitted_total").increment(1);
 
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
-    let result = tokio::select! {
+    Ok(tokio::select! {
         result = waiter.result() => result,
         _ = tokio::time::sleep(timeout) => None,
         // On shutdown a waiting client is told where to fetch the result instead of being cut off.
         _ = state.shutdown.cancelled() => None,
-    };
-    Ok(match result {
-        Some(result) => result_response(&result),
-        None => pending(env.id),
     })
 }
 
