@@ -1,39 +1,61 @@
 //! Reading what a stream holds, for assertions.
+//!
+//! Messages are read by sequence with direct gets rather than through a consumer: that works on
+//! every stream, work-queue ones included (which allow no second consumer on the same subjects
+//! and delete what a consumer acknowledges), and leaves the stream untouched.
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use mcplane_shared::bus::Bus;
 use mcplane_shared::subjects::StreamKind;
 
-/// Every message stored on `filter` in the stream, read through a fresh consumer: exactly as
-/// many as the consumer reports pending, so a slow fetch can never under-count.
+/// Whether `subject` matches the NATS `filter` (`*` one token, `>` the rest).
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Every message stored on `filter` in the stream, in stream order.
 pub async fn stored_messages(bus: &Bus, kind: StreamKind, filter: String) -> Vec<bytes::Bytes> {
-    let stream = bus
+    let mut stream = bus
         .js
         .get_stream(bus.subjects.stream_name(kind))
         .await
         .expect("stream");
-    let mut consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            filter_subject: filter,
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let pending = consumer.info().await.expect("consumer info").num_pending as usize;
-    let mut out = Vec::with_capacity(pending);
-    if pending == 0 {
+    let state = stream.info().await.expect("stream info").state.clone();
+    let mut out = Vec::new();
+    if state.messages == 0 {
         return out;
     }
-    let mut messages = consumer.messages().await.expect("messages");
-    while out.len() < pending {
-        match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
-            Ok(Some(Ok(m))) => out.push(m.payload.clone()),
-            Ok(Some(Err(_))) => continue,
-            _ => panic!("read {} of {pending} stored messages", out.len()),
+    for seq in state.first_sequence..=state.last_sequence {
+        // A gap is a deleted message (acknowledged on a work queue, or purged).
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            if subject_matches(&filter, &m.subject) {
+                out.push(m.payload);
+            }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn wildcards_match_like_nats() {
+        assert!(subject_matches("a.*.c", "a.b.c"));
+        assert!(subject_matches("a.>", "a.b.c"));
+        assert!(!subject_matches("a.>", "a"));
+        assert!(!subject_matches("a.*", "a.b.c"));
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.c"));
+    }
 }
