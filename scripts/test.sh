@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace against a real nats-server (installed if missing).
+# Runs every test of the workspace against a real nats-server (installed if missing), with the
+# official `openai` Python package the compatibility test drives (installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/ensure-nats.sh
 source scripts/ensure-nats.sh
+OPENAI_VERSION=3.57.0
+if [ "$(python3 -c 'import openai; print(openai.__version__)' 2>/dev/null || true)" != "$OPENAI_VERSION" ]; then
+  echo "installing the openai Python package $OPENAI_VERSION (for the compatibility test)..." >&2
+  python3 -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION" \
+    || python3 -m pip install --quiet --disable-pip-version-check --user "openai==$OPENAI_VERSION"
+fi
 cargo test --workspace --locked "$@"

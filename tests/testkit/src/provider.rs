@@ -142,6 +142,7 @@ async fn serve(mut socket: TcpStream, script: Arc<Mutex<Script>>) -> std::io::Re
     }
     let body: serde_json::Value =
         serde_json::from_slice(&buf[head_end..]).unwrap_or(serde_json::Value::Null);
+    let streamed = body["stream"] == true;
     let behavior = {
         let mut s = script.lock().expect("script");
         s.calls.push(Received {
@@ -152,6 +153,14 @@ async fn serve(mut socket: TcpStream, script: Arc<Mutex<Script>>) -> std::io::Re
             Some(b) => b,
             None => s.default.clone().unwrap_or(Behavior::Drop),
         }
+    };
+    // Asked for a stream, an answer comes as a complete stream, as real providers do.
+    let behavior = match behavior {
+        Behavior::Answer { text, .. } if streamed => Behavior::Stream {
+            pieces: text.split_inclusive(' ').map(str::to_string).collect(),
+            finish: true,
+        },
+        other => other,
     };
     respond(&mut socket, behavior).await
 }

@@ -106,7 +106,12 @@ impl AnthropicProvider {
         if !response.status().is_success() {
             return Err(ProviderError::from_response(&self.name, response).await);
         }
-        if call.stream {
+        let is_event_stream = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if call.stream && is_event_stream {
             return self.read_stream(response, call.model).await;
         }
         let message: Message = response.json().await.map_err(|e| {

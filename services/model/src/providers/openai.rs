@@ -92,7 +92,13 @@ impl OpenAiProvider {
         if !response.status().is_success() {
             return Err(ProviderError::from_response(&self.name, response).await);
         }
-        if call.stream {
+        let is_event_stream = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        // A server that ignores `stream` answers with one JSON completion: read it as such.
+        if call.stream && is_event_stream {
             return self.read_stream(response, call.model).await;
         }
         let completion: Completion = response.json().await.map_err(|e| {
