@@ -168,43 +168,52 @@ impl Budgets {
         now: DateTime<Utc>,
     ) -> Result<Vec<BudgetAlert>, BudgetError> {
         let actual = usage.map_or(0, |u| u.cost_micros);
-        let mut alerts = Vec::new();
-        for w in &reservation.windows {
+        let tenant = reservation.tenant.as_str();
+        let updates = reservation.windows.iter().map(|w| {
             let held = if w.hard_micros.is_some() {
                 reservation.reserved_micros
             } else {
                 0
             };
-            if usage.is_none() && held == 0 {
-                continue;
-            }
-            let mut crossed = false;
-            let spend = self
-                .update(&w.key, |s| {
-                    s.cost_micros = (s.cost_micros + actual).saturating_sub(held);
-                    if let Some(u) = usage {
-                        s.requests += 1;
-                        s.input_tokens += u64::from(u.input_tokens);
-                        s.output_tokens += u64::from(u.output_tokens);
-                    }
-                    crossed =
-                        w.soft_micros.is_some_and(|soft| s.cost_micros >= soft) && !s.soft_alerted;
-                    if crossed {
-                        s.soft_alerted = true;
-                    }
-                    Ok(())
-                })
-                .await?;
-            if crossed {
-                alerts.push(BudgetAlert {
-                    tenant: reservation.tenant.clone(),
+            async move {
+                // Free calls of a tenant without limits are counted in metrics only: no KV
+                // round trips for what cannot move a budget.
+                if held == 0 && actual == 0 && w.hard_micros.is_none() {
+                    return Ok(None);
+                }
+                let mut crossed = false;
+                let spend = self
+                    .update(&w.key, |s| {
+                        s.cost_micros = (s.cost_micros + actual).saturating_sub(held);
+                        if let Some(u) = usage {
+                            s.requests += 1;
+                            s.input_tokens += u64::from(u.input_tokens);
+                            s.output_tokens += u64::from(u.output_tokens);
+                        }
+                        crossed = w.soft_micros.is_some_and(|soft| s.cost_micros >= soft)
+                            && !s.soft_alerted;
+                        if crossed {
+                            s.soft_alerted = true;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                Ok::<_, BudgetError>(crossed.then(|| BudgetAlert {
+                    tenant: tenant.to_string(),
                     window: w.name.to_string(),
                     period: w.period.clone(),
                     spent_micros: spend.cost_micros,
                     soft_limit_micros: w.soft_micros.unwrap_or_default(),
                     hard_limit_micros: w.hard_micros.unwrap_or_default(),
                     at: now,
-                });
+                }))
+            }
+        });
+        // Both windows at once: one round trip of latency, not two.
+        let mut alerts = Vec::new();
+        for result in futures::future::join_all(updates).await {
+            if let Some(alert) = result? {
+                alerts.push(alert);
             }
         }
         Ok(alerts)
