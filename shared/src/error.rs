@@ -12,6 +12,16 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorCode {
     /// No credential, or one that matches no principal.
     Unauthenticated,
+    /// A bearer token whose `exp` has passed.
+    TokenExpired,
+    /// A bearer token whose `nbf` is still to come.
+    TokenNotYetValid,
+    /// A bearer token issued for another audience.
+    BadAudience,
+    /// A bearer token from an issuer this deployment does not trust.
+    BadIssuer,
+    /// A bearer token whose signature does not verify (or by a key that is not published).
+    BadSignature,
     /// The principal may not do this.
     Forbidden,
     /// The request is well-formed JSON but not a valid request.
@@ -55,6 +65,11 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenNotYetValid => "token_not_yet_valid",
+            ErrorCode::BadAudience => "bad_audience",
+            ErrorCode::BadIssuer => "bad_issuer",
+            ErrorCode::BadSignature => "bad_signature",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InvalidJson => "invalid_json",
@@ -80,7 +95,12 @@ impl ErrorCode {
     /// The HTTP status the gateway answers with for this code.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Unauthenticated
+            | ErrorCode::TokenExpired
+            | ErrorCode::TokenNotYetValid
+            | ErrorCode::BadAudience
+            | ErrorCode::BadIssuer
+            | ErrorCode::BadSignature => 401,
             ErrorCode::Forbidden | ErrorCode::OutputBlocked => 403,
             ErrorCode::NotFound | ErrorCode::UnknownSource => 404,
             ErrorCode::PayloadTooLarge => 413,

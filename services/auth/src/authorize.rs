@@ -5,15 +5,14 @@
 //! The credential is taken out of the envelope first, whatever the outcome, so no secret is
 //! ever forwarded, stored as a result or echoed to a client.
 
-use chrono::{DateTime, Utc};
 use mcplane_shared::subjects::validate_token;
 use mcplane_shared::{
-    AuditOutcome, Classification, Envelope, ErrorBody, ErrorCode, Exchange, Itinerary,
+    AuditOutcome, Classification, Envelope, ErrorBody, ErrorCode, Exchange, Itinerary, Principal,
     PrincipalKind,
 };
 
 use crate::config::Config;
-use crate::keys::{KeyStore, ANY_TENANT};
+use crate::keys::ANY_TENANT;
 
 /// Most services one request may name (each becomes a CMDB lookup in enrichment).
 pub const MAX_SERVICES: usize = 64;
@@ -36,28 +35,19 @@ pub enum Decision {
     Retry,
 }
 
-/// Authenticates and validates one request at time `now`.
+/// Decides one request, given what its credential resolved to
+/// ([`crate::credentials::Credentials::resolve`]).
 pub fn decide(
     mut env: Envelope<Exchange>,
-    keys: &KeyStore,
+    resolved: Result<Principal, ErrorBody>,
     config: &Config,
-    now: DateTime<Utc>,
 ) -> Decision {
-    let credential = env.credential.take();
+    env.credential = None;
     // Only this service sets these; whatever a client put there is discarded.
     env.principal = None;
     env.itinerary = Itinerary::default();
 
-    let presented = credential.as_deref().map(str::trim).unwrap_or_default();
-    let principal = if presented.is_empty() {
-        Err(ErrorBody::new(
-            ErrorCode::Unauthenticated,
-            "missing credential",
-        ))
-    } else {
-        keys.lookup(presented, now)
-    };
-    let principal = match principal {
+    let principal = match resolved {
         Ok(p) => p,
         Err(e) if e.code == ErrorCode::Unavailable => return Decision::Retry,
         Err(error) => {
@@ -154,7 +144,23 @@ fn is_service_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::KeyStore;
+    use chrono::Utc;
     use mcplane_shared::{AiRequest, RequestType, Step};
+
+    /// What the stage does: resolve the credential with the key store, then decide.
+    fn decide_with(env: Envelope<Exchange>, keys: &KeyStore, config: &Config) -> Decision {
+        let presented = env.credential.as_deref().map(str::trim).unwrap_or_default();
+        let resolved = if presented.is_empty() {
+            Err(ErrorBody::new(
+                ErrorCode::Unauthenticated,
+                "missing credential",
+            ))
+        } else {
+            keys.lookup(presented, Utc::now())
+        };
+        decide(env, resolved, config)
+    }
 
     fn request(input: &str, services: &[&str]) -> Envelope<Exchange> {
         Envelope::new(
@@ -210,7 +216,7 @@ mod tests {
         let (_d, keys, user, _) = setup();
         let mut env = with_key(request("why is checkout slow?", &["checkout-api"]), &user);
         env.tenant = "globex".into(); // a client cannot pick another tenant
-        let Decision::Forward(env) = decide(env, &keys, &Config::default(), Utc::now()) else {
+        let Decision::Forward(env) = decide_with(env, &keys, &Config::default()) else {
             panic!("expected forward");
         };
         assert_eq!(env.tenant, "acme");
@@ -230,7 +236,7 @@ mod tests {
             let mut env = request("hello", &[]);
             env.tenant = "acme".into();
             env.credential = credential.map(String::from);
-            let (env, error, outcome) = refused(decide(env, &keys, &Config::default(), Utc::now()));
+            let (env, error, outcome) = refused(decide_with(env, &keys, &Config::default()));
             assert_eq!(error.code, ErrorCode::Unauthenticated);
             assert_eq!(outcome, AuditOutcome::Denied);
             assert_eq!(env.tenant, "");
@@ -244,7 +250,7 @@ mod tests {
         let (_d, keys, _, service) = setup();
         let mut env = with_key(request("summarise", &[]), &service);
         env.tenant = "acme".into();
-        let Decision::Forward(env) = decide(env, &keys, &Config::default(), Utc::now()) else {
+        let Decision::Forward(env) = decide_with(env, &keys, &Config::default()) else {
             panic!("expected forward");
         };
         assert_eq!(env.tenant, "acme");
@@ -253,7 +259,7 @@ mod tests {
         for tenant in ["", "a.b", "*"] {
             let mut env = with_key(request("summarise", &[]), &service);
             env.tenant = tenant.into();
-            let (env, error, outcome) = refused(decide(env, &keys, &Config::default(), Utc::now()));
+            let (env, error, outcome) = refused(decide_with(env, &keys, &Config::default()));
             assert_eq!(error.code, ErrorCode::InvalidRequest, "{tenant:?}");
             assert_eq!(outcome, AuditOutcome::Failed);
             assert_eq!(env.tenant, "");
@@ -282,7 +288,7 @@ mod tests {
         ];
         for (input, services) in cases {
             let env = with_key(request(input, &services), &user);
-            let (env, error, outcome) = refused(decide(env, &keys, &config, Utc::now()));
+            let (env, error, outcome) = refused(decide_with(env, &keys, &config));
             assert_eq!(
                 error.code,
                 ErrorCode::InvalidRequest,
@@ -296,7 +302,7 @@ mod tests {
         }
         let env = with_key(request("ten bytes.", &["db.main", "ns/svc:8080"]), &user);
         assert!(matches!(
-            decide(env, &keys, &config, Utc::now()),
+            decide_with(env, &keys, &config),
             Decision::Forward(_)
         ));
     }

@@ -15,6 +15,8 @@ pub struct Config {
     pub keys_dir: Option<PathBuf>,
     /// The largest request `input` accepted, in bytes.
     pub max_input_bytes: usize,
+    /// OAuth 2.0 / OIDC bearer tokens, accepted next to API keys when set.
+    pub jwt: Option<crate::jwt::JwtConfig>,
 }
 
 impl Default for Config {
@@ -22,12 +24,16 @@ impl Default for Config {
         Config {
             keys_dir: None,
             max_input_bytes: 64 * 1024,
+            jwt: None,
         }
     }
 }
 
 impl Validate for Config {
     fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        if let Some(jwt) = &self.jwt {
+            jwt.validate(&format!("{section}.jwt"))?;
+        }
         if self
             .keys_dir
             .as_ref()

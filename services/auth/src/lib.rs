@@ -9,6 +9,8 @@
 
 pub mod authorize;
 pub mod config;
+pub mod credentials;
+pub mod jwt;
 pub mod keys;
 pub mod resolve;
 pub mod stage;
@@ -47,15 +49,27 @@ pub async fn run(
         config.common.service_dir(Service::Auth).join("ledger"),
         LEDGER_RETENTION,
     )?);
-    tracing::info!(keys = %keys.path().display(), "auth service starting");
+    let jwt = match config.service.jwt.clone() {
+        Some(jwt) => Some(
+            jwt::JwtVerifier::new(jwt)
+                .await
+                .map_err(ServiceError::Other)?,
+        ),
+        None => None,
+    };
+    tracing::info!(keys = %keys.path().display(), jwt = jwt.is_some(), "auth service starting");
+    let credentials = Arc::new(credentials::Credentials {
+        keys: keys.clone(),
+        jwt,
+    });
 
     // Everything stops when the caller asks, or when one part fails.
     let stop = shutdown.child_token();
     let subscription = resolve::subscribe(&bus).await?;
     let resolving = {
-        let (bus, keys, stop) = (bus.clone(), keys.clone(), stop.clone());
+        let (bus, credentials, stop) = (bus.clone(), credentials.clone(), stop.clone());
         tokio::spawn(async move {
-            let served = resolve::serve(bus, keys, subscription, stop.clone()).await;
+            let served = resolve::serve(bus, credentials, subscription, stop.clone()).await;
             if served.is_err() {
                 stop.cancel();
             }
@@ -66,7 +80,7 @@ pub async fn run(
 
     let stage = AuthorizeStage {
         bus,
-        keys,
+        credentials,
         ledger,
         config: config.service,
     };

@@ -15,7 +15,7 @@ use mcplane_shared::{ErrorBody, ErrorCode, Principal, ServiceError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::keys::KeyStore;
+use crate::credentials::Credentials;
 
 /// The queue group every auth replica answers in.
 pub const QUEUE_GROUP: &str = "auth";
@@ -37,7 +37,7 @@ pub enum ResolveReply {
 
 /// Answers one query at time `now`. A service account for any tenant resolves with tenant `*`;
 /// the caller decides which tenant it acts for.
-pub fn answer(keys: &KeyStore, payload: &[u8], now: DateTime<Utc>) -> ResolveReply {
+pub async fn answer(credentials: &Credentials, payload: &[u8], now: DateTime<Utc>) -> ResolveReply {
     let request = match serde_json::from_slice::<ResolveRequest>(payload) {
         Ok(r) => r,
         Err(_) => {
@@ -47,7 +47,7 @@ pub fn answer(keys: &KeyStore, payload: &[u8], now: DateTime<Utc>) -> ResolveRep
             ))
         }
     };
-    match keys.lookup(request.credential.trim(), now) {
+    match credentials.resolve(Some(&request.credential), now).await {
         Ok(principal) => ResolveReply::Principal(principal),
         Err(error) => ResolveReply::Error(error),
     }
@@ -68,7 +68,7 @@ pub async fn subscribe(bus: &Bus) -> Result<Subscriber, ServiceError> {
 /// Answers queries until `shutdown`, then unsubscribes.
 pub async fn serve(
     bus: Bus,
-    keys: Arc<KeyStore>,
+    credentials: Arc<Credentials>,
     mut sub: Subscriber,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
@@ -84,7 +84,7 @@ pub async fn serve(
         let Some(reply_to) = msg.reply else {
             continue;
         };
-        let reply = answer(&keys, &msg.payload, Utc::now());
+        let reply = answer(&credentials, &msg.payload, Utc::now()).await;
         let outcome = match &reply {
             ResolveReply::Principal(_) => "ok",
             ResolveReply::Error(_) => "denied",
@@ -110,30 +110,36 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::KeyStore;
     use mcplane_shared::PrincipalKind;
 
-    #[test]
-    fn replies_have_the_documented_shape() {
+    #[tokio::test]
+    async fn replies_have_the_documented_shape() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = KeyStore::open(dir.path()).unwrap();
+        let keys = Arc::new(KeyStore::open(dir.path()).unwrap());
+        let credentials = Credentials {
+            keys: keys.clone(),
+            jwt: None,
+        };
         let (key, record) = keys
             .create("acme", vec!["alerts".into()], PrincipalKind::User, None)
             .unwrap();
 
         let ok = answer(
-            &keys,
+            &credentials,
             format!(r#"{{"credential":"{key}"}}"#).as_bytes(),
             Utc::now(),
-        );
+        )
+        .await;
         let json = serde_json::to_value(&ok).unwrap();
         assert_eq!(json["principal"]["id"], record.key_id.as_str());
         assert_eq!(json["principal"]["tenant"], "acme");
 
-        let denied = answer(&keys, br#"{"credential":"mcp_nope"}"#, Utc::now());
+        let denied = answer(&credentials, br#"{"credential":"mcp_nope"}"#, Utc::now()).await;
         let json = serde_json::to_value(&denied).unwrap();
         assert_eq!(json["error"]["code"], "unauthenticated");
 
-        let garbage = answer(&keys, b"nope", Utc::now());
+        let garbage = answer(&credentials, b"nope", Utc::now()).await;
         assert_eq!(
             serde_json::to_value(&garbage).unwrap()["error"]["code"],
             "invalid_json"

@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::authorize::{decide, Decision};
 use crate::config::Config;
-use crate::keys::KeyStore;
+use crate::credentials::Credentials;
 
 /// The stage name in ledger keys, audit entries and `Nats-Msg-Id`s.
 pub const STAGE: &str = "authorize";
@@ -30,7 +30,7 @@ pub const STAGE: &str = "authorize";
 /// What the stage needs for every message.
 pub struct AuthorizeStage {
     pub bus: Bus,
-    pub keys: Arc<KeyStore>,
+    pub credentials: Arc<Credentials>,
     pub ledger: Arc<dyn Ledger>,
     pub config: Config,
 }
@@ -67,7 +67,11 @@ impl AuthorizeStage {
         let key = format!("{}:{STAGE}", env.id);
         let now = Utc::now();
         publish_once(&self.bus, self.ledger.as_ref(), &key, STAGE, || async {
-            self.publications(env, now)
+            let resolved = self
+                .credentials
+                .resolve(env.credential.as_deref(), now)
+                .await;
+            self.publications(env, resolved)
         })
         .instrument(span)
         .await
@@ -76,13 +80,13 @@ impl AuthorizeStage {
     fn publications(
         &self,
         env: Envelope<Exchange>,
-        now: chrono::DateTime<Utc>,
+        resolved: Result<Principal, mcplane_shared::ErrorBody>,
     ) -> Result<Vec<Publication>, Disposition> {
         let encode_failed = |e: ServiceError| {
             tracing::error!(error = %e, "cannot encode outputs");
             Disposition::Nak(Duration::from_secs(1))
         };
-        match decide(env, &self.keys, &self.config, now) {
+        match decide(env, resolved, &self.config) {
             Decision::Retry => {
                 tracing::warn!("key store unavailable; will retry");
                 Err(Disposition::Nak(Duration::from_secs(2)))
