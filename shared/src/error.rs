@@ -128,6 +128,10 @@ impl std::fmt::Display for ErrorCode {
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
+    /// When trying again makes sense (`rate_limited`): after this many seconds. The gateway
+    /// sends it as `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ErrorBody {
@@ -135,6 +139,7 @@ impl ErrorBody {
         ErrorBody {
             code,
             message: message.into(),
+            retry_after_secs: None,
         }
     }
 }

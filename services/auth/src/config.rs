@@ -17,6 +17,7 @@ pub struct Config {
     pub max_input_bytes: usize,
     /// OAuth 2.0 / OIDC bearer tokens, accepted next to API keys when set.
     pub jwt: Option<crate::jwt::JwtConfig>,
+    pub rate_limits: crate::limits::LimitsConfig,
 }
 
 impl Default for Config {
@@ -25,6 +26,7 @@ impl Default for Config {
             keys_dir: None,
             max_input_bytes: 64 * 1024,
             jwt: None,
+            rate_limits: crate::limits::LimitsConfig::default(),
         }
     }
 }
@@ -34,6 +36,8 @@ impl Validate for Config {
         if let Some(jwt) = &self.jwt {
             jwt.validate(&format!("{section}.jwt"))?;
         }
+        self.rate_limits
+            .validate(&format!("{section}.rate_limits"))?;
         if self
             .keys_dir
             .as_ref()

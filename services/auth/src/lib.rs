@@ -12,6 +12,7 @@ pub mod config;
 pub mod credentials;
 pub mod jwt;
 pub mod keys;
+pub mod limits;
 pub mod resolve;
 pub mod stage;
 
@@ -81,6 +82,7 @@ pub async fn run(
     let stage = AuthorizeStage {
         bus,
         credentials,
+        limits: limits::Limits::new(&config.service.rate_limits),
         ledger,
         config: config.service,
     };

@@ -23,6 +23,7 @@ use tracing::Instrument;
 use crate::authorize::{decide, Decision};
 use crate::config::Config;
 use crate::credentials::Credentials;
+use crate::limits::Limits;
 
 /// The stage name in ledger keys, audit entries and `Nats-Msg-Id`s.
 pub const STAGE: &str = "authorize";
@@ -31,6 +32,7 @@ pub const STAGE: &str = "authorize";
 pub struct AuthorizeStage {
     pub bus: Bus,
     pub credentials: Arc<Credentials>,
+    pub limits: Limits,
     pub ledger: Arc<dyn Ledger>,
     pub config: Config,
 }
@@ -86,7 +88,24 @@ impl AuthorizeStage {
             tracing::error!(error = %e, "cannot encode outputs");
             Disposition::Nak(Duration::from_secs(1))
         };
-        match decide(env, resolved, &self.config) {
+        let decision = match decide(env, resolved, &self.config) {
+            Decision::Forward(env) => {
+                let admitted = match &env.principal {
+                    Some(p) => self.limits.admit(p, &env.tenant, std::time::Instant::now()),
+                    None => Ok(()),
+                };
+                match admitted {
+                    Ok(()) => Decision::Forward(env),
+                    Err(error) => Decision::Refuse {
+                        env,
+                        error,
+                        outcome: AuditOutcome::Denied,
+                    },
+                }
+            }
+            other => other,
+        };
+        match decision {
             Decision::Retry => {
                 tracing::warn!("key store unavailable; will retry");
                 Err(Disposition::Nak(Duration::from_secs(2)))
