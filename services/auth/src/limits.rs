@@ -109,6 +109,17 @@ impl Buckets {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
         }
     }
+
+    /// Gives back a token taken for a request another limit then refused.
+    fn refund(&self, key: &str) {
+        if self.rate <= 0.0 {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bucket) = map.get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(self.burst);
+        }
+    }
 }
 
 pub struct Limits {
@@ -142,14 +153,19 @@ impl Limits {
             error.retry_after_secs = Some(secs);
             error
         };
-        if principal.kind != PrincipalKind::ServiceAccount {
+        let per_principal = principal.kind != PrincipalKind::ServiceAccount;
+        if per_principal {
             self.principals
                 .take(&principal.id, now)
                 .map_err(|wait| limited("principal", wait))?;
         }
-        self.tenants
-            .take(tenant, now)
-            .map_err(|wait| limited("tenant", wait))
+        self.tenants.take(tenant, now).map_err(|wait| {
+            // Refused by the tenant: the principal's token was not spent.
+            if per_principal {
+                self.principals.refund(&principal.id);
+            }
+            limited("tenant", wait)
+        })
     }
 }
 
