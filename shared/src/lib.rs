@@ -13,6 +13,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod ledger;
+pub mod permissions;
 pub mod pipeline;
 pub mod process;
 pub mod schema;

@@ -64,6 +64,25 @@ fn compose_runs_every_service_against_jetstream_nats() {
         "nats image {image} must be 2.10 or newer"
     );
     let cmd = strings(&nats["command"]);
+    assert!(
+        cmd.windows(2).any(|w| w == ["-c", "/etc/nats/auth.conf"]),
+        "NATS enforces the generated authorization: {cmd:?}"
+    );
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/nats-auth.conf"
+    ))
+    .expect("examples/nats-auth.conf");
+    let users = mcplane_shared::permissions::users(
+        &mcplane_shared::Subjects::default(),
+        &["demo".to_string(), "acme".to_string()],
+        |u| format!("change-me-{u}"),
+    );
+    assert_eq!(
+        shipped,
+        mcplane_shared::permissions::render(&users),
+        "examples/nats-auth.conf drifted: mcplane nats-config --example --tenant demo --tenant acme --out examples/nats-auth.conf"
+    );
     // The same server options the test harness uses: JetStream with a storage folder.
     assert!(
         cmd.contains(&"-js".to_string()) && cmd.contains(&"-sd".to_string()),
@@ -78,10 +97,20 @@ fn compose_runs_every_service_against_jetstream_nats() {
             .unwrap_or_else(|| panic!("no compose service runs {binary}"));
         let def = merged(def);
         let env = merged(&def["environment"]);
+        // Each service connects to the compose NATS as its own user of the shipped
+        // authorization file.
+        let url = env
+            .get("MCPLANE_BUS__URL")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let user = users
+            .iter()
+            .find(|u| u.user == format!("mcplane-{service}"))
+            .expect("a NATS user per service");
         assert_eq!(
-            env.get("MCPLANE_BUS__URL").and_then(|v| v.as_str()),
-            Some("nats://nats:4222"),
-            "{name} must use the compose NATS"
+            url,
+            user.url("nats://nats:4222"),
+            "{name} must use the compose NATS as its own user"
         );
         let depends = strings(&def["depends_on"]);
         assert!(

@@ -40,6 +40,25 @@ pub enum Command {
     Config(ConfigCommand),
     /// A tenant's model spend today and this month.
     Usage(UsageArgs),
+    /// Write a nats-server authorization block: one user per service, per tenant an alert
+    /// publisher and a chat integration, and a request client, each limited to its subjects.
+    NatsConfig(NatsConfigArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NatsConfigArgs {
+    /// A tenant to create alert-publisher and chat-integration users for; repeat for several.
+    #[arg(long = "tenant")]
+    pub tenants: Vec<String>,
+    #[arg(long, default_value = "mcplane")]
+    pub prefix: String,
+    /// Output file (default: standard output).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Fixed, well-known passwords (`change-me-<user>`) for the shipped example and compose;
+    /// never for a real deployment.
+    #[arg(long)]
+    pub example: bool,
 }
 
 #[derive(Debug, Clone, Args)]

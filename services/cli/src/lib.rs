@@ -11,6 +11,7 @@ mod demo;
 pub mod fleet;
 mod keys_cmd;
 pub mod local_nats;
+mod nats_config_cmd;
 mod route_cmd;
 mod schemas_cmd;
 
@@ -50,5 +51,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Route(args) => route_cmd::run(args),
         Command::Config(cmd) => runtime()?.block_on(config_cmd::push(cmd)),
         Command::Usage(args) => runtime()?.block_on(config_cmd::usage(args)),
+        Command::NatsConfig(args) => nats_config_cmd::run(args),
     }
 }

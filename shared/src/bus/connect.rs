@@ -12,16 +12,23 @@ use crate::error::ServiceError;
 /// that the server is 2.10 or newer, and makes sure mcplane's streams and buckets exist.
 pub async fn connect(config: &BusConfig, name: &str) -> Result<Bus, ServiceError> {
     let deadline = Duration::from_millis(config.connect_timeout_ms.max(1));
-    let url = config.url.clone();
+    let (servers, userinfo) = split_userinfo(&config.url);
+    // Logged and reported without the password.
+    let url = servers.clone();
     let attempt = || async {
-        let mut opts = match &config.credentials_file {
-            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+        let mut opts = match (&config.credentials_file, &userinfo) {
+            (Some(path), _) => async_nats::ConnectOptions::with_credentials_file(path)
                 .await
                 .map_err(|e| ServiceError::Connect {
                     url: url.clone(),
                     message: format!("credentials file {}: {e}", path.display()),
                 })?,
-            None => async_nats::ConnectOptions::new(),
+            // async-nats ignores credentials in the URL (nats.rs issue 1623): apply them here.
+            (None, Some((user, Some(password)))) => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            (None, Some((token, None))) => async_nats::ConnectOptions::with_token(token.clone()),
+            (None, None) => async_nats::ConnectOptions::new(),
         };
         opts = opts
             .name(name)
@@ -34,7 +41,7 @@ pub async fn connect(config: &BusConfig, name: &str) -> Result<Bus, ServiceError
                     _ => tracing::warn!(%event, "nats connection event"),
                 }
             });
-        async_nats::connect_with_options(url.as_str(), opts)
+        async_nats::connect_with_options(servers.as_str(), opts)
             .await
             .map_err(|e| ServiceError::Connect {
                 url: url.clone(),
@@ -66,6 +73,35 @@ pub async fn connect(config: &BusConfig, name: &str) -> Result<Bus, ServiceError
     Ok(bus)
 }
 
+/// Splits `nats://user:password@host:port[,nats://...]` into the server list without
+/// credentials and the credentials of the first URL that has any (`user` alone is a token).
+pub fn split_userinfo(urls: &str) -> (String, Option<(String, Option<String>)>) {
+    let mut found = None;
+    let servers: Vec<String> = urls
+        .split(',')
+        .map(|u| {
+            let u = u.trim();
+            let (scheme, rest) = match u.split_once("://") {
+                Some((s, r)) => (format!("{s}://"), r),
+                None => (String::new(), u),
+            };
+            match rest.rsplit_once('@') {
+                Some((info, host)) => {
+                    if found.is_none() {
+                        found = Some(match info.split_once(':') {
+                            Some((user, pass)) => (user.to_string(), Some(pass.to_string())),
+                            None => (info.to_string(), None),
+                        });
+                    }
+                    format!("{scheme}{host}")
+                }
+                None => u.to_string(),
+            }
+        })
+        .collect();
+    (servers.join(","), found)
+}
+
 /// Whether a server version string such as `2.10.4` or `v2.11.0-beta` is at least major.minor.
 pub fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
     let mut parts = version
@@ -78,6 +114,23 @@ pub fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn credentials_come_out_of_the_url() {
+        use super::split_userinfo as split;
+        assert_eq!(
+            split("nats://svc:s3cret@10.0.0.1:4222,nats://10.0.0.2:4222"),
+            (
+                "nats://10.0.0.1:4222,nats://10.0.0.2:4222".to_string(),
+                Some(("svc".to_string(), Some("s3cret".to_string())))
+            )
+        );
+        assert_eq!(
+            split("nats://tok@h:1"),
+            ("nats://h:1".to_string(), Some(("tok".to_string(), None)))
+        );
+        assert_eq!(split("nats://h:1"), ("nats://h:1".to_string(), None));
+    }
+
     #[test]
     fn versions_compare() {
         use super::version_at_least as v;

@@ -1,0 +1,207 @@
+//! The generated NATS authorization (`mcplane nats-config`) enforced by a real nats-server:
+//! the whole fleet works with each service connected as its own user, a tenant's chat
+//! integration cannot subscribe to another tenant's summaries, a tenant's monitoring tool cannot
+//! publish another tenant's alerts, and a client cannot publish into an internal stage subject.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use mcplane_shared::config::Document;
+use mcplane_shared::permissions::{self, NatsUser};
+use mcplane_shared::subjects::{StreamKind, Subjects};
+use mcplane_shared::{Envelope, IncidentSummary, PrincipalKind, Service};
+use mcplane_testkit::{free_port, stored_messages, NatsServer};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Connects as `user`, collecting the server's error messages (permission violations).
+async fn connect_as(
+    nats: &NatsServer,
+    user: &NatsUser,
+) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        user.user.clone(),
+        user.password.clone(),
+    )
+    .event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            if let async_nats::Event::ServerError(e) = event {
+                let _ = tx.send(e.to_string());
+            }
+        }
+    })
+    .connect(nats.url())
+    .await
+    .expect("connect");
+    (client, rx)
+}
+
+async fn violation(errors: &mut mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .expect("the server reported no violation")
+        .expect("error channel open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_generated_authorization_each_party_reaches_only_its_own_subjects() {
+    let subjects = Subjects::default();
+    let tenants = vec!["acme".to_string(), "globex".to_string()];
+    let users = permissions::users(&subjects, &tenants, |u| format!("test-{u}"));
+    let data = tempfile::tempdir().unwrap();
+    let auth_file = data.path().join("nats-auth.conf");
+    std::fs::write(&auth_file, permissions::render(&users)).unwrap();
+    let nats = NatsServer::start_with_config(Some(&auth_file));
+    let user = |name: &str| users.iter().find(|u| u.user == name).unwrap().clone();
+
+    // The fleet, each service as its own user.
+    let keys = mcplane_auth::keys::KeyStore::open(data.path()).unwrap();
+    let (user_key, _) = keys
+        .create("acme", vec!["sre".into()], PrincipalKind::User, None)
+        .unwrap();
+    let (sa_key, _) = keys
+        .create(
+            "*",
+            vec!["service".into()],
+            PrincipalKind::ServiceAccount,
+            None,
+        )
+        .unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut doc = Document::parse(mcplane_tests::TEST_CONFIG).unwrap();
+    doc.set(
+        "data_dir",
+        toml::Value::String(data.path().display().to_string()),
+    );
+    doc.set("gateway.http_addr", toml::Value::String(http.clone()));
+    doc.set(
+        "enrichment.cmdb_file",
+        toml::Value::String(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/cmdb.toml").into()),
+    );
+    doc.set(
+        "correlator.service_account_key",
+        toml::Value::String(sa_key),
+    );
+    mcplane_shared::telemetry::init_logs(&doc.common().unwrap().log);
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for service in Service::ALL {
+        let mut d = doc.clone();
+        let u = user(&format!("mcplane-{service}"));
+        d.set("bus.url", toml::Value::String(u.url(&nats.url())));
+        tasks.push(mcplane_cli::fleet::spawn_service(service, &d, shutdown.child_token()).unwrap());
+    }
+    let base = format!("http://{http}");
+    let client = reqwest::Client::new();
+    let ready = mcplane_tests::eventually(Duration::from_secs(30), || async {
+        let r = client.get(format!("{base}/readyz")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "the gateway never became ready");
+
+    let (chat, mut chat_errors) = connect_as(&nats, &user("mcplane-chat-acme")).await;
+    let mut own = chat
+        .subscribe(subjects.summaries("acme", ">"))
+        .await
+        .unwrap();
+
+    // An AI request and an alert go through every service under its own permissions.
+    let resp = client
+        .post(format!("{base}/v1/requests"))
+        .bearer_auth(&user_key)
+        .json(&json!({"type": "answer", "input": "is checkout healthy?", "services": ["checkout"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let resp = client
+        .post(format!("{base}/v1/alerts/alertmanager"))
+        .bearer_auth(&user_key)
+        .json(&mcplane_tests::alertmanager_payload(
+            "checkout",
+            "HighErrorRate",
+            "critical",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let summary = tokio::time::timeout(Duration::from_secs(30), own.next())
+        .await
+        .expect("acme's integration gets acme's summary")
+        .unwrap();
+    let summary = Envelope::<IncidentSummary>::from_slice(&summary.payload).unwrap();
+    assert_eq!(summary.body.tenant, "acme");
+    assert!(
+        !summary.body.degraded,
+        "the summary went through the model: {summary:?}"
+    );
+
+    // acme's integration cannot subscribe to globex's summaries.
+    let mut other = chat
+        .subscribe(subjects.summaries("globex", ">"))
+        .await
+        .unwrap();
+    let error = violation(&mut chat_errors).await;
+    assert!(
+        error.contains("Permissions Violation") && error.contains("globex"),
+        "{error}"
+    );
+    let (correlator, _) = connect_as(&nats, &user("mcplane-correlator")).await;
+    correlator
+        .publish(subjects.summaries("globex", "critical"), "secret".into())
+        .await
+        .unwrap();
+    correlator.flush().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), other.next())
+            .await
+            .ok()
+            .flatten()
+            .is_none(),
+        "no globex summary reaches acme's integration"
+    );
+
+    // A client cannot skip stages by publishing into one.
+    let (bus_client, mut client_errors) = connect_as(&nats, &user("mcplane-client")).await;
+    bus_client
+        .publish(subjects.stage(Service::Model, "acme"), "{}".into())
+        .await
+        .unwrap();
+    bus_client.flush().await.unwrap();
+    let error = violation(&mut client_errors).await;
+    assert!(
+        error.contains("Permissions Violation") && error.contains("stage.model"),
+        "{error}"
+    );
+
+    // acme's monitoring tool cannot raise globex's alerts.
+    let (alerts, mut alert_errors) = connect_as(&nats, &user("mcplane-alerts-acme")).await;
+    alerts
+        .publish(subjects.alerts_in("globex", "generic"), "{}".into())
+        .await
+        .unwrap();
+    alerts.flush().await.unwrap();
+    let error = violation(&mut alert_errors).await;
+    assert!(error.contains("Permissions Violation"), "{error}");
+
+    let (observer, _) = connect_as(&nats, &user("mcplane-audit")).await;
+    let bus = mcplane_shared::bus::Bus::from_client(observer, Default::default());
+    // The refused alert was never stored (the alerts stream keeps everything it got).
+    assert!(stored_messages(
+        &bus,
+        StreamKind::Alerts,
+        subjects.alerts_in("globex", "generic")
+    )
+    .await
+    .is_empty());
+
+    shutdown.cancel();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+}
