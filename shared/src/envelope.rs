@@ -30,6 +30,8 @@ pub enum Kind {
     Audit,
     /// A tenant's model spend crossed a budget's soft limit ([`crate::BudgetAlert`]).
     BudgetAlert,
+    /// A signed statement of a tenant's audit chain ([`crate::body::audit::Checkpoint`]).
+    Checkpoint,
 }
 
 /// Ties a body type to its [`Kind`].

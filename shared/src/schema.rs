@@ -6,7 +6,7 @@
 use schemars::{schema_for, Schema};
 
 use crate::body::alert::{CanonicalAlert, RawAlert};
-use crate::body::audit::AuditEvent;
+use crate::body::audit::{AuditEvent, Checkpoint};
 use crate::body::exchange::{AiRequest, Exchange};
 use crate::body::incident::{IncidentEvent, IncidentSummary};
 use crate::body::usage::BudgetAlert;
@@ -29,6 +29,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("audit_event.schema.json", schema_for!(AuditEvent)),
         ("error.schema.json", schema_for!(ErrorBody)),
         ("budget_alert.schema.json", schema_for!(BudgetAlert)),
+        ("checkpoint.schema.json", schema_for!(Checkpoint)),
     ]
 }
 

@@ -201,6 +201,12 @@ impl Subjects {
         format!("{}.audit.{}", self.prefix, tenant)
     }
 
+    /// `mcplane.audit.checkpoints.<tenant>`: signed checkpoints of a tenant's chain (kept in
+    /// the audit stream, outside the `audit.*` events the audit service consumes).
+    pub fn audit_checkpoint(&self, tenant: &str) -> String {
+        format!("{}.audit.checkpoints.{}", self.prefix, tenant)
+    }
+
     pub fn audit_all(&self) -> String {
         format!("{}.audit.*", self.prefix)
     }

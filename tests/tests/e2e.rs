@@ -417,6 +417,76 @@ async fn tampering_one_byte_of_an_audit_entry_makes_verify_fail_and_name_it() {
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("15 entries verified"));
 
+    // An auditor's offline check: the export matches the signed checkpoint under the trusted
+    // key, and not under another; an export with an entry removed fails at that entry.
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mcplane-under-test"))
+            .args(args)
+            .arg("--data")
+            .arg(tf.data.path())
+            .output()
+            .unwrap()
+    };
+    let cp = cli(&["audit", "checkpoint", "--tenant", "acme"]);
+    assert!(
+        cp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cp.stderr)
+    );
+    let checkpoint: Value = serde_json::from_slice(&cp.stdout).unwrap();
+    assert_eq!(checkpoint["tree_size"], 15);
+    let cp_file = tf.data.path().join("checkpoint.json");
+    std::fs::write(&cp_file, &cp.stdout).unwrap();
+    let export = tf.data.path().join("acme.jsonl");
+    let exported = cli(&[
+        "audit",
+        "export",
+        "--tenant",
+        "acme",
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert!(exported.status.success());
+    let trusted = checkpoint["public_key"].as_str().unwrap().to_string();
+    let against = |file: &std::path::Path, key: &str| {
+        cli(&[
+            "audit",
+            "verify",
+            "--tenant",
+            "acme",
+            "--export",
+            file.to_str().unwrap(),
+            "--checkpoint",
+            cp_file.to_str().unwrap(),
+            "--public-key",
+            key,
+        ])
+    };
+    let good = against(&export, &trusted);
+    let text = String::from_utf8_lossy(&good.stdout).to_string();
+    assert!(
+        good.status.success() && text.contains("matches the signed checkpoint of 15"),
+        "{text}"
+    );
+    let wrong_key = "ab".repeat(32);
+    assert!(!against(&export, &wrong_key).status.success());
+    let lines: Vec<String> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let cut = tf.data.path().join("cut.jsonl");
+    let without_7: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 6)
+        .map(|(_, l)| l.clone())
+        .collect();
+    std::fs::write(&cut, without_7.join("\n")).unwrap();
+    let bad = against(&cut, &trusted);
+    let text = String::from_utf8_lossy(&bad.stdout).to_string();
+    assert!(!bad.status.success() && text.contains("entry 7"), "{text}");
+
     // Flip one byte inside entry 7's event (keeping it valid JSON): `"stage":"x..."`.
     {
         let db = sled::open(tf.data.path().join("audit").join("chain")).unwrap();

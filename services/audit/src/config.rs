@@ -13,18 +13,30 @@ pub struct Config {
     /// progress (a replica that lost its disk). On by default; turn off only to start a new
     /// chain deliberately.
     pub rebuild_on_empty: bool,
+    /// How often each tenant whose chain grew gets a new signed checkpoint.
+    pub checkpoint_interval_secs: u64,
+    /// The Ed25519 signing seed (hex); default `data_dir/audit/signing.key`, created if absent.
+    pub signing_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             rebuild_on_empty: true,
+            checkpoint_interval_secs: 60,
+            signing_key_file: None,
         }
     }
 }
 
 impl Validate for Config {
-    fn validate(&self, _section: &str) -> Result<(), ConfigError> {
+    fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        if self.checkpoint_interval_secs == 0 {
+            return Err(ConfigError::new(
+                format!("{section}.checkpoint_interval_secs"),
+                "must be > 0",
+            ));
+        }
         Ok(())
     }
 }

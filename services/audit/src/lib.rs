@@ -6,6 +6,7 @@
 //! from the start and arrives at the same chain. Run one replica: a chain has one writer.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod config;
 pub mod store;
 
@@ -42,7 +43,22 @@ pub async fn run(
             tracing::warn!("empty audit chain: replaying the audit stream from its start");
         }
     }
-    tracing::info!("audit service starting");
+    let key_file = config.service.signing_key_file.clone().unwrap_or_else(|| {
+        config
+            .common
+            .service_dir(Service::Audit)
+            .join("signing.key")
+    });
+    let signer = checkpoint::Signer::load_or_create(&key_file)?;
+    tracing::info!(public_key = %signer.public_hex(), "audit service starting");
+    let stop = shutdown.child_token();
+    let checkpointing = tokio::spawn(checkpoints(
+        bus.clone(),
+        store.clone(),
+        signer,
+        std::time::Duration::from_secs(config.service.checkpoint_interval_secs),
+        stop.clone(),
+    ));
     let prefix = format!("{}.", bus.subjects.audit(""));
     let spec = ConsumerSpec {
         stream: StreamKind::Audit,
@@ -94,6 +110,65 @@ pub async fn run(
         },
     )
     .await;
+    stop.cancel();
+    if let Err(e) = checkpointing.await {
+        tracing::warn!(error = %e, "checkpoint task ended abnormally");
+    }
     store.flush_all()?;
     result
+}
+
+/// Signs and publishes a checkpoint for every tenant whose chain grew, every `interval`, and
+/// once more on the way out.
+async fn checkpoints(
+    bus: mcplane_shared::bus::Bus,
+    store: Arc<ChainStore>,
+    signer: checkpoint::Signer,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        for (tenant, size, head) in store.heads() {
+            let done = store
+                .latest_checkpoint(&tenant)
+                .map_or(0, |cp| cp.tree_size);
+            if size <= done {
+                continue;
+            }
+            let cp = signer.sign(&tenant, size, &head, chrono::Utc::now());
+            if let Err(e) = store.record_checkpoint(&cp) {
+                tracing::error!(%tenant, error = %e, "cannot keep a checkpoint");
+                continue;
+            }
+            let env = Envelope::new(tenant.clone(), cp);
+            let published = mcplane_shared::bus::Publication::envelope(
+                bus.subjects.audit_checkpoint(&tenant),
+                &env,
+                "checkpoint",
+            )
+            .map(|mut p| {
+                p.msg_id = Some(format!("{tenant}:{size}:checkpoint"));
+                p
+            });
+            match published {
+                Ok(p) => match bus.publish_all(&[p]).await {
+                    Ok(()) => {
+                        metrics::counter!("mcplane_audit_checkpoints_total").increment(1);
+                        tracing::debug!(%tenant, tree_size = size, "checkpoint published");
+                    }
+                    Err(e) => tracing::warn!(%tenant, error = %e, "cannot publish a checkpoint"),
+                },
+                Err(e) => tracing::error!(error = %e, "cannot encode a checkpoint"),
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
 }

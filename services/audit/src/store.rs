@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use mcplane_shared::body::audit::Checkpoint;
 use mcplane_shared::ledger::Ledger;
 use mcplane_shared::{AuditEvent, ServiceError};
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,7 @@ pub struct ChainStore {
     db: sled::Db,
     index: sled::Tree,
     heads: sled::Tree,
+    checkpoints: sled::Tree,
     chains: Mutex<HashMap<String, sled::Tree>>,
 }
 
@@ -87,6 +89,7 @@ impl ChainStore {
         Ok(ChainStore {
             index: db.open_tree("index")?,
             heads: db.open_tree("heads")?,
+            checkpoints: db.open_tree("checkpoints")?,
             db,
             chains: Mutex::new(HashMap::new()),
         })
@@ -180,15 +183,42 @@ impl ChainStore {
         Ok(out)
     }
 
+    /// Every tenant's head: (tenant, entries, head hash).
+    pub fn heads(&self) -> Vec<(String, u64, String)> {
+        self.heads
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| {
+                let head: Head = serde_json::from_slice(&v).ok()?;
+                Some((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    head.seq,
+                    head.hash,
+                ))
+            })
+            .collect()
+    }
+
+    /// Keeps a tenant's latest checkpoint.
+    pub fn record_checkpoint(&self, cp: &Checkpoint) -> Result<(), ServiceError> {
+        let value = serde_json::to_vec(cp).map_err(|e| ServiceError::Encode(e.to_string()))?;
+        self.checkpoints.insert(cp.tenant.as_bytes(), value)?;
+        Ok(())
+    }
+
+    /// A tenant's latest checkpoint.
+    pub fn latest_checkpoint(&self, tenant: &str) -> Option<Checkpoint> {
+        self.checkpoints
+            .get(tenant.as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice(&v).ok())
+    }
+
     /// Recomputes a tenant's chain and checks it against the recorded head.
     pub fn verify(&self, tenant: &str) -> Result<Report, VerifyError> {
         let entries = self.read(tenant)?;
-        let mut prev = chain::GENESIS.to_string();
-        for (i, entry) in entries.iter().enumerate() {
-            chain::check(i as u64 + 1, &prev, entry)?;
-            prev = entry.hash.clone();
-        }
-        let count = entries.len() as u64;
+        let (count, prev) = verify_entries(&entries)?;
         let head: Option<Head> = self
             .heads
             .get(tenant.as_bytes())
@@ -224,6 +254,34 @@ impl ChainStore {
             .into()),
         }
     }
+}
+
+/// Recomputes a sequence of entries from genesis: (entries, head hash), or the first bad one.
+pub fn verify_entries(entries: &[ChainEntry]) -> Result<(u64, String), ChainBreak> {
+    let mut prev = chain::GENESIS.to_string();
+    for (i, entry) in entries.iter().enumerate() {
+        chain::check(i as u64 + 1, &prev, entry)?;
+        prev = entry.hash.clone();
+    }
+    Ok((entries.len() as u64, prev))
+}
+
+/// Reads an export (`mcplane audit export`: one entry per line, JSON).
+pub fn read_export(path: &Path) -> Result<Vec<ChainEntry>, VerifyError> {
+    let text = std::fs::read_to_string(path).map_err(|e| VerifyError::Open {
+        dir: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| VerifyError::Unreadable {
+                entry: i as u64 + 1,
+                message: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// The chain store is the audit stage's ledger: its index records which events are chained,
@@ -263,6 +321,11 @@ fn open_for_reading(data_dir: &Path) -> Result<ChainStore, VerifyError> {
 /// A tenant's entries, in order.
 pub fn entries(data_dir: &Path, tenant: &str) -> Result<Vec<ChainEntry>, VerifyError> {
     open_for_reading(data_dir)?.read(tenant)
+}
+
+/// A tenant's latest checkpoint in a data folder.
+pub fn latest_checkpoint(data_dir: &Path, tenant: &str) -> Result<Option<Checkpoint>, VerifyError> {
+    Ok(open_for_reading(data_dir)?.latest_checkpoint(tenant))
 }
 
 /// Verifies a tenant's chain in a data folder; the error names the first bad entry.

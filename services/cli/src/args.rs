@@ -193,12 +193,58 @@ pub enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Exit 0 on an intact chain, non-zero naming the first bad entry otherwise.
+    /// Exit 0 on an intact chain, non-zero naming the first bad entry otherwise. Verifies the
+    /// data folder's chain, or an export (`--export`), optionally against a signed checkpoint.
     Verify {
         #[arg(long)]
         tenant: String,
         #[arg(long, default_value = "./data")]
         data: PathBuf,
+        /// An export (`mcplane audit export`) to verify instead of the data folder.
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// A checkpoint (JSON, from `mcplane audit checkpoint` or the bus) the chain must match.
+        #[arg(long, requires = "public_key")]
+        checkpoint: Option<PathBuf>,
+        /// The audit service's public key (hex) the checkpoint must be signed with.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Write a tenant's chain as JSON lines (for a SIEM, or to verify offline).
+    Export {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print a tenant's latest signed checkpoint (JSON).
+    Checkpoint {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+    },
+    /// Print a tenant's entries that match (JSON lines).
+    Query {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// The principal id (an API key id such as `key_…`, or `jwt:<sub>`).
+        #[arg(long)]
+        principal: Option<String>,
+        /// ok, denied or failed.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// RFC 3339: entries at or after.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// RFC 3339: entries before.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
