@@ -55,16 +55,10 @@ async fn model_killed_after_the_call_before_the_ack_calls_the_provider_once() {
     let mut first = model_process(&nats, &config, data.path(), true);
     let mut env = Envelope::new(
         "acme",
-        Exchange::new(AiRequest {
-            request_type: RequestType::Answer,
-            input: "Why do payments time out?".into(),
-            services: vec![],
-            model: None,
-            max_tokens: None,
-            classification: None,
-            max_latency_ms: None,
-            stream: false,
-        }),
+        Exchange::new(AiRequest::new(
+            RequestType::Answer,
+            "Why do payments time out?",
+        )),
     );
     env.itinerary = Itinerary::ai_request();
     env.itinerary.next = 2;

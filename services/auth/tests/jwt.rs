@@ -230,16 +230,7 @@ async fn a_request_with_an_expired_token_is_denied_and_audited_with_its_code() {
 
     let mut env = Envelope::new(
         "",
-        Exchange::new(AiRequest {
-            request_type: RequestType::Answer,
-            input: "hello".into(),
-            services: vec![],
-            model: None,
-            max_tokens: None,
-            classification: None,
-            max_latency_ms: None,
-            stream: false,
-        }),
+        Exchange::new(AiRequest::new(RequestType::Answer, "hello")),
     );
     let expired = rs256(&with(|c| c["exp"] = json!(now() - 3600)));
     env.credential = Some(expired.clone());

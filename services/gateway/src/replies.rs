@@ -153,16 +153,7 @@ mod tests {
     use mcplane_shared::{AiRequest, RequestType};
 
     fn exchange(id: Uuid) -> Envelope<Exchange> {
-        let request = AiRequest {
-            request_type: RequestType::Answer,
-            input: "why".into(),
-            services: vec![],
-            model: None,
-            max_tokens: None,
-            classification: None,
-            max_latency_ms: None,
-            stream: false,
-        };
+        let request = AiRequest::new(RequestType::Answer, "why");
         Envelope::new_at(id, chrono::Utc::now(), "acme", Exchange::new(request))
     }
 

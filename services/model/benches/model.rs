@@ -110,16 +110,7 @@ fn bench_routing(c: &mut Criterion) {
 fn request() -> Envelope<Exchange> {
     let mut env = Envelope::new(
         "acme",
-        Exchange::new(AiRequest {
-            request_type: RequestType::Summarize,
-            input: "checkout: HighErrorRate (critical incident on checkout)\n- [critical] checkout: 5xx at 7% (x3)".into(),
-            services: vec![],
-            model: None,
-            max_tokens: None,
-            classification: None,
-            max_latency_ms: None,
-            stream: false,
-        }),
+        Exchange::new(AiRequest::new(RequestType::Summarize, "checkout: HighErrorRate (critical incident on checkout)\n- [critical] checkout: 5xx at 7% (x3)")),
     );
     env.itinerary = Itinerary::ai_request();
     env.itinerary.next = 2;

@@ -78,16 +78,10 @@ fn replica(nats: &NatsServer, data: &Path, providers: Vec<ProviderConfig>) -> Ru
 fn request() -> Envelope<Exchange> {
     let mut env = Envelope::new(
         TENANT,
-        Exchange::new(AiRequest {
-            request_type: RequestType::Answer,
-            input: "Why do payments time out?".into(),
-            services: vec![],
-            model: None,
-            max_tokens: None,
-            classification: None,
-            max_latency_ms: None,
-            stream: false,
-        }),
+        Exchange::new(AiRequest::new(
+            RequestType::Answer,
+            "Why do payments time out?",
+        )),
     );
     env.itinerary = Itinerary::ai_request();
     env.itinerary.next = 2;

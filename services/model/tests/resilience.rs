@@ -73,16 +73,10 @@ impl Harness {
     async fn send(&self, tweak: impl FnOnce(&mut Envelope<Exchange>)) -> Envelope<Exchange> {
         let mut env = Envelope::new(
             TENANT,
-            Exchange::new(AiRequest {
-                request_type: RequestType::Answer,
-                input: "Why do payments time out?".into(),
-                services: vec![],
-                model: None,
-                max_tokens: None,
-                classification: None,
-                max_latency_ms: None,
-                stream: false,
-            }),
+            Exchange::new(AiRequest::new(
+                RequestType::Answer,
+                "Why do payments time out?",
+            )),
         );
         env.itinerary = Itinerary::ai_request();
         env.itinerary.next = 2;

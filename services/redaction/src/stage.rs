@@ -114,16 +114,7 @@ mod tests {
     fn exchange(input: &str) -> Envelope<Exchange> {
         let mut env = Envelope::new(
             "acme",
-            Exchange::new(AiRequest {
-                request_type: RequestType::Answer,
-                input: input.into(),
-                services: vec![],
-                model: None,
-                max_tokens: None,
-                classification: None,
-                max_latency_ms: None,
-                stream: false,
-            }),
+            Exchange::new(AiRequest::new(RequestType::Answer, input)),
         );
         env.itinerary = Itinerary::ai_request();
         env

@@ -63,6 +63,22 @@ pub struct AiRequest {
     pub stream: bool,
 }
 
+impl AiRequest {
+    /// A request of `request_type` about `input`, every option left to its default.
+    pub fn new(request_type: RequestType, input: impl Into<String>) -> Self {
+        AiRequest {
+            request_type,
+            input: input.into(),
+            services: Vec::new(),
+            model: None,
+            max_tokens: None,
+            classification: None,
+            max_latency_ms: None,
+            stream: false,
+        }
+    }
+}
+
 /// A piece of context injected by the enrichment service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ContextItem {

@@ -175,16 +175,7 @@ mod tests {
     use mcplane_shared::ErrorBody;
 
     fn finished() -> Envelope<Exchange> {
-        let request = AiRequest {
-            request_type: RequestType::Answer,
-            input: "why".into(),
-            services: vec![],
-            model: None,
-            max_tokens: None,
-            classification: None,
-            max_latency_ms: None,
-            stream: false,
-        };
+        let request = AiRequest::new(RequestType::Answer, "why");
         let mut env = Envelope::new("acme", Exchange::new(request));
         env.credential = Some("mcp_secret".into());
         env.body.requester_digest = Some(credential::digest("mcp_secret"));

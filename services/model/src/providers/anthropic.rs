@@ -7,7 +7,7 @@ use mcplane_shared::{AiResponse, Usage};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{api_key, sse, Call, ProviderError};
+use super::{api_key, is_event_stream, sse, stream_broke, Call, ProviderError};
 use crate::config::ProviderConfig;
 use crate::prompt;
 
@@ -106,12 +106,7 @@ impl AnthropicProvider {
         if !response.status().is_success() {
             return Err(ProviderError::from_response(&self.name, response).await);
         }
-        let is_event_stream = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if call.stream && is_event_stream {
+        if call.stream && is_event_stream(&response) {
             return self.read_stream(response, call.model).await;
         }
         let message: Message = response.json().await.map_err(|e| {
@@ -166,29 +161,15 @@ impl AnthropicProvider {
         let mut model = None;
         let mut usage = MessageUsage::default();
         let mut finished = false;
-        let broke = |text: &str, why: String| {
-            if text.is_empty() {
-                ProviderError::retryable(format!(
-                    "provider {}: stream {why} before any content",
-                    self.name
-                ))
-            } else {
-                ProviderError::interrupted(format!(
-                    "provider {}: stream {why} after {} characters",
-                    self.name,
-                    text.chars().count()
-                ))
-            }
-        };
         loop {
             let chunk = match response.chunk().await {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
-                Err(e) => return Err(broke(&text, format!("broke off ({e})"))),
+                Err(e) => return Err(stream_broke(&self.name, &text, &format!("broke off ({e})"))),
             };
             for event in decoder.push(&chunk) {
                 let Ok(ev) = serde_json::from_str::<StreamEvent>(&event.data) else {
-                    return Err(broke(&text, "sent an unreadable event".into()));
+                    return Err(stream_broke(&self.name, &text, "sent an unreadable event"));
                 };
                 match ev.kind.as_str() {
                     "message_start" => {
@@ -208,13 +189,17 @@ impl AnthropicProvider {
                         }
                     }
                     "message_stop" => finished = true,
-                    "error" => return Err(broke(&text, "reported an error".into())),
+                    "error" => return Err(stream_broke(&self.name, &text, "reported an error")),
                     _ => {}
                 }
             }
         }
         if !finished {
-            return Err(broke(&text, "ended without message_stop".into()));
+            return Err(stream_broke(
+                &self.name,
+                &text,
+                "ended without message_stop",
+            ));
         }
         Ok(self.response(text, model, asked_model, usage))
     }

@@ -123,6 +123,30 @@ impl Provider {
     }
 }
 
+/// Whether an answer is a server-sent-event stream (a server that ignores `stream` answers
+/// with one JSON body instead, which is read as a plain answer).
+pub fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// A stream that stopped short: retryable while nothing has arrived, `Interrupted` after.
+pub fn stream_broke(provider: &str, received: &str, why: &str) -> ProviderError {
+    if received.is_empty() {
+        ProviderError::retryable(format!(
+            "provider {provider}: stream {why} before any content"
+        ))
+    } else {
+        ProviderError::interrupted(format!(
+            "provider {provider}: stream {why} after {} characters",
+            received.chars().count()
+        ))
+    }
+}
+
 /// The API key from the environment variable a provider names, if it names one.
 pub fn api_key(provider: &str, env: Option<&str>) -> Result<Option<String>, ProviderError> {
     match env {

@@ -9,7 +9,7 @@ use mcplane_shared::{AiResponse, Usage};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{api_key, sse, Call, ProviderError};
+use super::{api_key, is_event_stream, sse, stream_broke, Call, ProviderError};
 use crate::config::ProviderConfig;
 use crate::prompt;
 
@@ -92,13 +92,8 @@ impl OpenAiProvider {
         if !response.status().is_success() {
             return Err(ProviderError::from_response(&self.name, response).await);
         }
-        let is_event_stream = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
         // A server that ignores `stream` answers with one JSON completion: read it as such.
-        if call.stream && is_event_stream {
+        if call.stream && is_event_stream(&response) {
             return self.read_stream(response, call.model).await;
         }
         let completion: Completion = response.json().await.map_err(|e| {
@@ -143,25 +138,11 @@ impl OpenAiProvider {
         let mut decoder = sse::Decoder::default();
         let mut text = String::new();
         let (mut model, mut usage, mut finished) = (None, None, false);
-        let broke = |text: &str, why: String| {
-            if text.is_empty() {
-                ProviderError::retryable(format!(
-                    "provider {}: stream {why} before any content",
-                    self.name
-                ))
-            } else {
-                ProviderError::interrupted(format!(
-                    "provider {}: stream {why} after {} characters",
-                    self.name,
-                    text.chars().count()
-                ))
-            }
-        };
         loop {
             let chunk = match response.chunk().await {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
-                Err(e) => return Err(broke(&text, format!("broke off ({e})"))),
+                Err(e) => return Err(stream_broke(&self.name, &text, &format!("broke off ({e})"))),
             };
             for event in decoder.push(&chunk) {
                 if event.data.trim() == "[DONE]" {
@@ -169,7 +150,7 @@ impl OpenAiProvider {
                     continue;
                 }
                 let Ok(part) = serde_json::from_str::<Completion>(&event.data) else {
-                    return Err(broke(&text, "sent an unreadable chunk".into()));
+                    return Err(stream_broke(&self.name, &text, "sent an unreadable chunk"));
                 };
                 model = part.model.or(model);
                 usage = part.usage.or(usage);
@@ -184,7 +165,11 @@ impl OpenAiProvider {
             }
         }
         if !finished {
-            return Err(broke(&text, "ended without its final chunk".into()));
+            return Err(stream_broke(
+                &self.name,
+                &text,
+                "ended without its final chunk",
+            ));
         }
         Ok(self.response(text, model, asked_model, usage))
     }
