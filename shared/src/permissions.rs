@@ -91,7 +91,11 @@ pub fn users(
             format!("{p}.audit.>"),
         ];
         publish.extend(service_publishes(subjects, service));
-        let mut subscribe = vec!["_INBOX.>".to_string(), "$SRV.>".to_string()];
+        let mut subscribe = vec![
+            "_INBOX.>".to_string(),
+            "$SRV.>".to_string(),
+            format!("{p}.svc.{service}.>"),
+        ];
         match service {
             Service::Auth => subscribe.push(subjects.auth_resolve()),
             Service::Model => subscribe.push(subjects.model_catalog()),

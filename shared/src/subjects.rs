@@ -258,6 +258,12 @@ impl Subjects {
         format!("{}.model.catalog", self.prefix)
     }
 
+    /// `mcplane.svc.<service>.<endpoint>`: a worker's own endpoints on the bus (`status`,
+    /// `metrics`), next to the standard `$SRV.*` micro-service API.
+    pub fn service_endpoint(&self, service: Service, endpoint: &str) -> String {
+        format!("{}.svc.{}.{}", self.prefix, service, endpoint)
+    }
+
     /// `mcplane.usage.<tenant>.<event>`: budget alerts for a tenant's operators.
     pub fn usage(&self, tenant: &str, event: &str) -> String {
         format!("{}.usage.{}.{}", self.prefix, tenant, event)

@@ -27,6 +27,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-audit").await?;
+    // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
+    mcplane_shared::bus::announce(&bus, mcplane_shared::Service::Audit, shutdown.child_token());
     let store = Arc::new(ChainStore::open(&store::chain_dir(
         &config.common.data_dir,
     ))?);

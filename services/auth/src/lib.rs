@@ -39,6 +39,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-auth").await?;
+    // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
+    mcplane_shared::bus::announce(&bus, mcplane_shared::Service::Auth, shutdown.child_token());
     let keys_root = config
         .service
         .keys_dir

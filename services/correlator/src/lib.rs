@@ -55,6 +55,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-correlator").await?;
+    // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
+    mcplane_shared::bus::announce(
+        &bus,
+        mcplane_shared::Service::Correlator,
+        shutdown.child_token(),
+    );
     let cfg = config.service;
     if cfg.service_account_key.is_none() {
         tracing::warn!(

@@ -32,6 +32,12 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let cmdb = config.service.load_cmdb(Service::Enrichment.as_str())?;
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-enrichment").await?;
+    // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
+    mcplane_shared::bus::announce(
+        &bus,
+        mcplane_shared::Service::Enrichment,
+        shutdown.child_token(),
+    );
     let ledger = Arc::new(SledLedger::open(
         config
             .common

@@ -87,6 +87,11 @@ async fn serve_on(
 ) -> Result<(), ServiceError> {
     // Install the recorder before the first request so nothing counted is lost.
     mcplane_shared::telemetry::metrics();
+    mcplane_shared::bus::announce(
+        &bus,
+        mcplane_shared::Service::Gateway,
+        shutdown.child_token(),
+    );
     let results = ResultStore::open(&bus).await?;
     let (replies, subscriber) = Replies::subscribe(&bus.client).await?;
     let stop_replies = CancellationToken::new();

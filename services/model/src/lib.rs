@@ -69,6 +69,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-model").await?;
+    // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
+    mcplane_shared::bus::announce(&bus, mcplane_shared::Service::Model, shutdown.child_token());
     let ledger = Arc::new(SledLedger::open(
         config.common.service_dir(Service::Model).join("ledger"),
         LEDGER_RETENTION,

@@ -47,6 +47,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-notifier").await?;
+    // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
+    mcplane_shared::bus::announce(
+        &bus,
+        mcplane_shared::Service::Notifier,
+        shutdown.child_token(),
+    );
     let ledger = Arc::new(SledLedger::open(
         config.common.service_dir(Service::Notifier).join("ledger"),
         LEDGER_RETENTION,

@@ -39,6 +39,12 @@ pub async fn run(
         )
     })?;
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-redaction").await?;
+    // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
+    mcplane_shared::bus::announce(
+        &bus,
+        mcplane_shared::Service::Redaction,
+        shutdown.child_token(),
+    );
     let ledger = std::sync::Arc::new(SledLedger::open(
         config.common.service_dir(Service::Redaction).join("ledger"),
         LEDGER_RETENTION,

@@ -9,6 +9,7 @@
 mod claims;
 mod connect;
 mod consume;
+mod discovery;
 mod publish;
 mod recorded;
 mod results;
@@ -17,6 +18,7 @@ mod streams;
 pub use claims::{Claim, Claims};
 pub use connect::{connect, version_at_least};
 pub use consume::{run_consumer, ConsumerSpec, Disposition};
+pub use discovery::announce;
 pub use publish::{audit_publication, Publication};
 pub use recorded::publish_once;
 pub use results::{result_publications, ResultStore};

@@ -51,7 +51,7 @@ impl NatsServer {
     pub fn start_with_config(config_file: Option<&Path>) -> NatsServer {
         let mut server = NatsServer {
             child: None,
-            port: free_port(),
+            port: 0,
             store: tempfile::tempdir().expect("temp dir for JetStream"),
             config_file: config_file.map(Path::to_path_buf),
         };
@@ -59,36 +59,66 @@ impl NatsServer {
         server
     }
 
+    /// Starts the server. The first time it picks its own port (`-p -1`) and reports it in a
+    /// ports file: choosing a "free" port here and passing it would race with every other test
+    /// doing the same, and the loser would silently connect to another test's server.
     fn spawn(&mut self) {
+        let ports_dir = self.store.path().join("ports");
         let mut cmd = Command::new(nats_server_bin());
         cmd.arg("-a")
             .arg("127.0.0.1")
             .arg("-p")
-            .arg(self.port.to_string())
+            .arg(if self.port == 0 {
+                "-1".to_string()
+            } else {
+                self.port.to_string()
+            })
             .arg("-js")
             .arg("-sd")
             .arg(self.store.path())
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(cfg) = &self.config_file {
             cmd.arg("-c").arg(cfg);
         }
-        let child = cmd.spawn().unwrap_or_else(|e| {
+        let _ = std::fs::create_dir_all(&ports_dir);
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
             panic!(
                 "cannot start {}: {e} (run scripts/test.sh, or set NATS_SERVER_BIN)",
                 nats_server_bin().display()
             )
         });
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start on port {}",
-                self.port
-            );
+        let ports_file = |pid: u32| {
+            std::fs::read_dir(&ports_dir).ok()?.find_map(|e| {
+                let path = e.ok()?.path();
+                let name = path.file_name()?.to_str()?.to_string();
+                name.ends_with(&format!("_{pid}.ports")).then_some(path)
+            })
+        };
+        let port = loop {
+            if let Some(status) = child.try_wait().expect("nats-server status") {
+                panic!("nats-server exited at start ({status}); port {}", self.port);
+            }
+            let reported = ports_file(child.id())
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| {
+                    let url = v["nats"][0].as_str()?.to_string();
+                    url.rsplit(':').next()?.parse::<u16>().ok()
+                });
+            if let Some(port) = reported {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break port;
+                }
+            }
+            assert!(Instant::now() < deadline, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        self.port = port;
+        self.child = Some(child);
     }
 
     pub fn port(&self) -> u16 {
