@@ -40,14 +40,8 @@ fn request() -> Envelope<Exchange> {
     Envelope::new(
         "",
         Exchange::new(AiRequest {
-            request_type: RequestType::Answer,
-            input: "why is checkout slow?".into(),
             services: vec!["checkout".into()],
-            model: None,
-            max_tokens: None,
-            classification: None,
-            max_latency_ms: None,
-            stream: false,
+            ..AiRequest::new(RequestType::Answer, "why is checkout slow?")
         }),
     )
 }

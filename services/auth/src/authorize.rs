@@ -166,14 +166,8 @@ mod tests {
         Envelope::new(
             "",
             Exchange::new(AiRequest {
-                request_type: RequestType::Answer,
-                input: input.into(),
                 services: services.iter().map(|s| s.to_string()).collect(),
-                model: None,
-                max_tokens: None,
-                classification: None,
-                max_latency_ms: None,
-                stream: false,
+                ..AiRequest::new(RequestType::Answer, input)
             }),
         )
     }

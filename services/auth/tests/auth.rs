@@ -211,14 +211,8 @@ fn request(tenant: &str, credential: Option<&str>) -> Envelope<Exchange> {
     let mut env = Envelope::new(
         tenant,
         Exchange::new(AiRequest {
-            request_type: RequestType::Answer,
-            input: "why is checkout slow?".into(),
             services: vec!["checkout-api".into()],
-            model: None,
-            max_tokens: None,
-            classification: None,
-            max_latency_ms: None,
-            stream: false,
+            ..AiRequest::new(RequestType::Answer, "why is checkout slow?")
         }),
     );
     env.credential = credential.map(String::from);

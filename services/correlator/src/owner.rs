@@ -372,14 +372,8 @@ impl PartitionOwner {
         now: DateTime<Utc>,
     ) -> Result<Publication, ServiceError> {
         let request = AiRequest {
-            request_type: RequestType::Summarize,
-            input: summary::request_input(incident),
             services: vec![incident.service.clone()],
-            model: None,
-            max_tokens: None,
-            classification: None,
-            max_latency_ms: None,
-            stream: false,
+            ..AiRequest::new(RequestType::Summarize, summary::request_input(incident))
         };
         let mut env = Envelope::new_at(request_id, now, &incident.tenant, Exchange::new(request));
         env.credential = Some(key.to_string());

@@ -153,14 +153,8 @@ db_host = "pg-1.internal"
         let mut env = Envelope::new(
             "acme",
             Exchange::new(AiRequest {
-                request_type: RequestType::Answer,
-                input: input.into(),
                 services: services.iter().map(|s| s.to_string()).collect(),
-                model: None,
-                max_tokens: None,
-                classification: None,
-                max_latency_ms: None,
-                stream: false,
+                ..AiRequest::new(RequestType::Answer, input)
             }),
         );
         env.itinerary = Itinerary::ai_request();

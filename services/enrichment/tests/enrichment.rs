@@ -105,14 +105,8 @@ fn request(input: &str, services: &[&str], roles: Option<&[&str]>) -> Envelope<E
     let mut env = Envelope::new(
         TENANT,
         Exchange::new(AiRequest {
-            request_type: RequestType::Summarize,
-            input: input.into(),
             services: services.iter().map(|s| s.to_string()).collect(),
-            model: None,
-            max_tokens: None,
-            classification: None,
-            max_latency_ms: None,
-            stream: false,
+            ..AiRequest::new(RequestType::Summarize, input)
         }),
     );
     env.itinerary = Itinerary::ai_request();

@@ -25,7 +25,7 @@ use crate::budget::{BudgetError, Budgets, Reservation};
 use crate::config::{Config, ProviderConfig};
 use crate::health::ProviderHealth;
 use crate::live::LiveRouting;
-use crate::providers::{local::estimate_tokens, Call, FailureKind, Provider, ProviderError};
+use crate::providers::{local::estimate_input_tokens, Call, FailureKind, Provider, ProviderError};
 use crate::routing::{Decision, ProviderView, RouteInput};
 
 /// Longest wait honoured from a provider's `Retry-After`.
@@ -117,13 +117,7 @@ impl InvokeStage {
     /// The routing decision for a request as things stand (also what the dry run shows).
     pub fn decide(&self, env: &Envelope<Exchange>) -> (Decision, u32, u32) {
         let request = &env.body.request;
-        let input_tokens = estimate_tokens(&request.input)
-            + env
-                .body
-                .context
-                .iter()
-                .map(|c| estimate_tokens(&c.data.to_string()))
-                .sum::<u32>();
+        let input_tokens = estimate_input_tokens(&env.body);
         let output_tokens = request.max_tokens.unwrap_or(self.default_output_tokens);
         let now = Instant::now();
         let views: Vec<ProviderView<'_>> = self

@@ -85,14 +85,8 @@ fn request(input: &str) -> Envelope<Exchange> {
     let mut env = Envelope::new(
         TENANT,
         Exchange::new(AiRequest {
-            request_type: RequestType::Answer,
-            input: input.into(),
             services: vec!["payments-db".into()],
-            model: None,
-            max_tokens: None,
-            classification: None,
-            max_latency_ms: None,
-            stream: false,
+            ..AiRequest::new(RequestType::Answer, input)
         }),
     );
     env.itinerary = Itinerary::ai_request();

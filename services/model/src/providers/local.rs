@@ -27,12 +27,7 @@ impl LocalProvider {
         let text = respond(exchange);
         AiResponse {
             usage: Usage {
-                input_tokens: estimate_tokens(&exchange.request.input)
-                    + exchange
-                        .context
-                        .iter()
-                        .map(|c| estimate_tokens(&c.data.to_string()))
-                        .sum::<u32>(),
+                input_tokens: estimate_input_tokens(exchange),
                 output_tokens: estimate_tokens(&text),
                 cost_micros: 0,
             },
@@ -41,6 +36,16 @@ impl LocalProvider {
             model: model.to_string(),
         }
     }
+}
+
+/// Estimated tokens of what a model is given: the input and every context item.
+pub fn estimate_input_tokens(exchange: &Exchange) -> u32 {
+    estimate_tokens(&exchange.request.input)
+        + exchange
+            .context
+            .iter()
+            .map(|c| estimate_tokens(&c.data.to_string()))
+            .sum::<u32>()
 }
 
 /// About four characters a token, as the common tokenisers average on English text.
@@ -169,14 +174,8 @@ mod tests {
 
     fn exchange(kind: RequestType, input: &str) -> Exchange {
         let mut ex = Exchange::new(AiRequest {
-            request_type: kind,
-            input: input.into(),
             services: vec![],
-            model: None,
-            max_tokens: None,
-            classification: None,
-            max_latency_ms: None,
-            stream: false,
+            ..AiRequest::new(kind, input)
         });
         ex.context.push(ContextItem {
             source: "cmdb".into(),
