@@ -146,6 +146,8 @@ pub struct Common {
     /// Where services keep their sled state, one folder per service (and partition).
     pub data_dir: PathBuf,
     pub log: LogConfig,
+    /// `[policy]`: the Cedar policy file the fleet starts with.
+    pub policy: crate::policy::PolicyConfig,
 }
 
 impl Default for Common {
@@ -154,11 +156,18 @@ impl Default for Common {
             bus: BusConfig::default(),
             data_dir: PathBuf::from("./data"),
             log: LogConfig::default(),
+            policy: crate::policy::PolicyConfig::default(),
         }
     }
 }
 
 impl Common {
+    /// The policy engine the configuration names (the built-in policy when none); errors name
+    /// `policy.file`. Services that decide call this once at start, then follow pushes.
+    pub fn policy_engine(&self) -> Result<crate::policy::PolicyEngine, ConfigError> {
+        self.policy.load("policy")
+    }
+
     /// The data folder of one service.
     pub fn service_dir(&self, service: crate::Service) -> PathBuf {
         self.data_dir.join(service.as_str())
@@ -271,6 +280,9 @@ impl Document {
         }
         if let Some(log) = self.table.get("log") {
             common.log = deserialize(log.clone(), "log")?;
+        }
+        if let Some(policy) = self.table.get("policy") {
+            common.policy = deserialize(policy.clone(), "policy")?;
         }
         common.bus.validate("bus")?;
         Ok(common)

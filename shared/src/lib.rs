@@ -15,6 +15,7 @@ pub mod error;
 pub mod ledger;
 pub mod permissions;
 pub mod pipeline;
+pub mod policy;
 pub mod process;
 pub mod schema;
 pub mod subjects;

@@ -103,6 +103,7 @@ fn main() {
         tenant_burst: 1e12,
     });
 
+    let policy = mcplane_shared::policy::PolicyEngine::builtin().expect("built-in policy");
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("authorize");
     for (name, credential) in [
@@ -115,7 +116,7 @@ fn main() {
             b.to_async(&runtime).iter(|| async {
                 let now = Utc::now();
                 let resolved = credentials.resolve(Some(credential), now).await;
-                let decision = decide(request(), resolved, &config);
+                let decision = decide(request(), resolved, &config, &policy);
                 if let mcplane_auth::authorize::Decision::Forward(env) = &decision {
                     let p = env.principal.as_ref().expect("principal");
                     limits

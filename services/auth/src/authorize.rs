@@ -5,6 +5,7 @@
 //! The credential is taken out of the envelope first, whatever the outcome, so no secret is
 //! ever forwarded, stored as a result or echoed to a client.
 
+use mcplane_shared::policy::{Action, PolicyEngine, Resource};
 use mcplane_shared::subjects::validate_token;
 use mcplane_shared::{
     AuditOutcome, Classification, Envelope, ErrorBody, ErrorCode, Exchange, Itinerary, Principal,
@@ -36,11 +37,12 @@ pub enum Decision {
 }
 
 /// Decides one request, given what its credential resolved to
-/// ([`crate::credentials::Credentials::resolve`]).
+/// ([`crate::credentials::Credentials::resolve`]) and the policy in force.
 pub fn decide(
     mut env: Envelope<Exchange>,
     resolved: Result<Principal, ErrorBody>,
     config: &Config,
+    policy: &PolicyEngine,
 ) -> Decision {
     env.credential = None;
     // Only this service sets these; whatever a client put there is discarded.
@@ -76,7 +78,25 @@ pub fn decide(
     } else {
         env.tenant = principal.tenant.clone();
     }
+    let request_type = env.body.request.request_type;
+    let verdict = policy.check(
+        &principal,
+        Action::Request,
+        &Resource::RequestType(request_type),
+        Classification::default(),
+    );
     env.principal = Some(principal);
+    if !verdict.allowed {
+        let error = ErrorBody::new(
+            ErrorCode::Forbidden,
+            format!(
+                "policy {} does not permit this principal to submit {} requests",
+                policy.version(),
+                request_type.as_str()
+            ),
+        );
+        return refuse(env, error, AuditOutcome::Denied);
+    }
 
     if let Err(message) = validate_request(&env.body, config) {
         return refuse(
@@ -148,8 +168,18 @@ mod tests {
     use chrono::Utc;
     use mcplane_shared::{AiRequest, RequestType, Step};
 
-    /// What the stage does: resolve the credential with the key store, then decide.
+    /// What the stage does: resolve the credential with the key store, then decide (under the
+    /// built-in policy).
     fn decide_with(env: Envelope<Exchange>, keys: &KeyStore, config: &Config) -> Decision {
+        decide_under(env, keys, config, &PolicyEngine::builtin().unwrap())
+    }
+
+    fn decide_under(
+        env: Envelope<Exchange>,
+        keys: &KeyStore,
+        config: &Config,
+        policy: &PolicyEngine,
+    ) -> Decision {
         let presented = env.credential.as_deref().map(str::trim).unwrap_or_default();
         let resolved = if presented.is_empty() {
             Err(ErrorBody::new(
@@ -159,7 +189,7 @@ mod tests {
         } else {
             keys.lookup(presented, Utc::now())
         };
-        decide(env, resolved, config)
+        decide(env, resolved, config, policy)
     }
 
     fn request(input: &str, services: &[&str]) -> Envelope<Exchange> {
@@ -299,5 +329,31 @@ mod tests {
             decide_with(env, &keys, &config),
             Decision::Forward(_)
         ));
+    }
+
+    #[test]
+    fn the_policy_decides_which_request_types_a_role_may_submit() {
+        let (_d, keys, user, _) = setup();
+        let policy = PolicyEngine::parse(
+            r#"// version: desk-1
+            permit (principal, action == Action::"request", resource == RequestType::"answer");
+            "#,
+        )
+        .unwrap();
+        let env = with_key(request("why?", &[]), &user);
+        assert!(matches!(
+            decide_under(env, &keys, &Config::default(), &policy),
+            Decision::Forward(_)
+        ));
+        let mut env = with_key(request("summarise it", &[]), &user);
+        env.body.request.request_type = RequestType::Summarize;
+        let (env, error, outcome) = refused(decide_under(env, &keys, &Config::default(), &policy));
+        assert_eq!(error.code, ErrorCode::Forbidden);
+        assert_eq!(outcome, AuditOutcome::Denied);
+        assert!(error.message.contains("desk-1"), "{}", error.message);
+        assert_eq!(
+            env.tenant, "acme",
+            "a denial of a known principal is its tenant's"
+        );
     }
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use mcplane_shared::config::ServiceConfig;
 use mcplane_shared::ledger::SledLedger;
+use mcplane_shared::policy::live::LivePolicy;
 use mcplane_shared::{Service, ServiceError};
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +61,8 @@ pub async fn run(
         ),
         None => None,
     };
-    tracing::info!(keys = %keys.path().display(), jwt = jwt.is_some(), "auth service starting");
+    let policy = LivePolicy::new(config.common.policy_engine()?);
+    tracing::info!(keys = %keys.path().display(), jwt = jwt.is_some(), policy = policy.current().version(), "auth service starting");
     let credentials = Arc::new(credentials::Credentials {
         keys: keys.clone(),
         jwt,
@@ -80,6 +82,7 @@ pub async fn run(
         })
     };
     let rotating = tokio::spawn(rotate_ledger(ledger.clone(), stop.clone()));
+    let following = tokio::spawn(policy.clone().follow(bus.clone(), "auth", stop.clone()));
 
     let stage = AuthorizeStage {
         bus,
@@ -87,11 +90,13 @@ pub async fn run(
         limits: limits::Limits::new(&config.service.rate_limits),
         ledger,
         config: config.service,
+        policy,
     };
     let consumed = stage.run(stop.clone()).await;
     stop.cancel();
     drop(stage);
     let _ = rotating.await;
+    let _ = following.await;
     let resolved = resolving
         .await
         .map_err(|e| ServiceError::Other(format!("auth resolve task: {e}")))?;

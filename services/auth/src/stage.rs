@@ -15,6 +15,7 @@ use mcplane_shared::bus::{
     Disposition, Publication,
 };
 use mcplane_shared::ledger::Ledger;
+use mcplane_shared::policy::live::LivePolicy;
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{AuditOutcome, Envelope, Exchange, Principal, Service, ServiceError};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,7 @@ pub struct AuthorizeStage {
     pub limits: Limits,
     pub ledger: Arc<dyn Ledger>,
     pub config: Config,
+    pub policy: LivePolicy,
 }
 
 impl AuthorizeStage {
@@ -88,7 +90,9 @@ impl AuthorizeStage {
             tracing::error!(error = %e, "cannot encode outputs");
             Disposition::Nak(Duration::from_secs(1))
         };
-        let decision = match decide(env, resolved, &self.config) {
+        // One engine for the whole decision, and its version in the audit entry.
+        let policy = self.policy.current();
+        let decision = match decide(env, resolved, &self.config, &policy) {
             Decision::Forward(env) => {
                 let admitted = match &env.principal {
                     Some(p) => self.limits.admit(p, &env.tenant, std::time::Instant::now()),
@@ -111,7 +115,8 @@ impl AuthorizeStage {
                 Err(Disposition::Nak(Duration::from_secs(2)))
             }
             Decision::Forward(mut env) => {
-                let detail = principal_detail(env.principal.as_ref());
+                let mut detail = principal_detail(env.principal.as_ref());
+                detail["policy_version"] = policy.version().into();
                 let audit =
                     audit_publication(&self.bus, &env, STAGE, AuditOutcome::Ok, None, detail)
                         .map_err(encode_failed)?;
@@ -132,6 +137,7 @@ impl AuthorizeStage {
                 outcome,
             } => {
                 let mut detail = principal_detail(env.principal.as_ref());
+                detail["policy_version"] = policy.version().into();
                 detail["message"] = serde_json::Value::String(error.message.clone());
                 let audit =
                     audit_publication(&self.bus, &env, STAGE, outcome, Some(error.code), detail)

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use regex::Regex;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// Why a CMDB file cannot be used; the message names the entry at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,24 +55,61 @@ pub struct ServiceEntry {
     pub restricted: BTreeMap<String, String>,
 }
 
-/// A service ready to be injected: its entry and its precomputed context.
+/// A service ready to be injected: its entry and its precomputed ordinary fields.
 #[derive(Debug, Clone)]
 pub struct CmdbService {
     pub entry: ServiceEntry,
     /// Services that depend on this one.
     pub dependents: Vec<String>,
-    /// The context anyone may see.
-    public: Value,
-    /// The same plus a `restricted` object; `None` when the service has no restricted fields.
-    with_restricted: Option<Value>,
+    /// The ordinary (classification "internal") fields, as injected.
+    internal: Map<String, Value>,
+}
+
+/// A service's context cut down to the fields a caller may read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scoped {
+    pub data: Value,
+    /// Fields included, in order.
+    pub fields: Vec<String>,
+    /// Fields left out because the caller may not read them.
+    pub withheld: Vec<String>,
+    /// Whether any restricted field was included.
+    pub restricted: bool,
 }
 
 impl CmdbService {
-    /// The context for a principal; the flag says whether restricted fields were included.
-    pub fn context(&self, may_see_restricted: bool) -> (&Value, bool) {
-        match (&self.with_restricted, may_see_restricted) {
-            (Some(full), true) => (full, true),
-            _ => (&self.public, false),
+    /// The fields `may_read(name, restricted)` allows; restricted ones under `restricted`.
+    /// Only what is allowed is copied, so nothing else can reach the request.
+    pub fn scoped(&self, mut may_read: impl FnMut(&str, bool) -> bool) -> Scoped {
+        let mut data = Map::with_capacity(self.internal.len() + 1);
+        let mut fields = Vec::with_capacity(self.internal.len());
+        let mut withheld = Vec::new();
+        for (name, value) in &self.internal {
+            if may_read(name, false) {
+                data.insert(name.clone(), value.clone());
+                fields.push(name.clone());
+            } else {
+                withheld.push(name.clone());
+            }
+        }
+        let mut restricted = Map::new();
+        for (name, value) in &self.entry.restricted {
+            if may_read(name, true) {
+                restricted.insert(name.clone(), Value::String(value.clone()));
+                fields.push(name.clone());
+            } else {
+                withheld.push(name.clone());
+            }
+        }
+        let any_restricted = !restricted.is_empty();
+        if any_restricted {
+            data.insert("restricted".into(), Value::Object(restricted));
+        }
+        Scoped {
+            data: Value::Object(data),
+            fields,
+            withheld,
+            restricted: any_restricted,
         }
     }
 }
@@ -151,29 +188,20 @@ impl Cmdb {
             .zip(dependents)
             .map(|(entry, dependents)| {
                 let dependents: Vec<String> = dependents.into_iter().collect();
-                let mut public = json!({
-                    "owner": entry.owner,
-                    "team": entry.team,
-                    "tier": entry.tier,
-                    "description": entry.description,
-                    "dependencies": entry.dependencies,
-                    "dependents": dependents,
-                });
-                if let (Some(url), Some(obj)) = (&entry.runbook, public.as_object_mut()) {
-                    obj.insert("runbook".into(), Value::String(url.clone()));
+                let mut internal = Map::new();
+                internal.insert("owner".into(), json!(entry.owner));
+                internal.insert("team".into(), json!(entry.team));
+                internal.insert("tier".into(), json!(entry.tier));
+                internal.insert("description".into(), json!(entry.description));
+                internal.insert("dependencies".into(), json!(entry.dependencies));
+                internal.insert("dependents".into(), json!(dependents));
+                if let Some(url) = &entry.runbook {
+                    internal.insert("runbook".into(), Value::String(url.clone()));
                 }
-                let with_restricted = (!entry.restricted.is_empty()).then(|| {
-                    let mut full = public.clone();
-                    if let Some(obj) = full.as_object_mut() {
-                        obj.insert("restricted".into(), json!(entry.restricted));
-                    }
-                    full
-                });
                 CmdbService {
                     entry,
                     dependents,
-                    public,
-                    with_restricted,
+                    internal,
                 }
             })
             .collect::<Vec<_>>();
@@ -324,33 +352,47 @@ db_host = "pg-payments-1.internal:5432"
         assert_eq!(cmdb.len(), 3);
         let db = cmdb.get("payments-db").unwrap();
         assert_eq!(db.dependents, vec!["checkout", "payments"]);
-        let (public, restricted) = db.context(false);
-        assert!(!restricted);
-        assert!(public.get("restricted").is_none());
-        assert_eq!(public["dependents"], json!(["checkout", "payments"]));
-        let (full, restricted) = db.context(true);
-        assert!(restricted);
+        let public = db.scoped(|_, restricted| !restricted);
+        assert!(!public.restricted);
+        assert!(public.data.get("restricted").is_none());
+        assert_eq!(public.withheld, vec!["db_host"]);
+        assert_eq!(public.data["dependents"], json!(["checkout", "payments"]));
+        let full = db.scoped(|_, _| true);
+        assert!(full.restricted);
         assert_eq!(
-            full["restricted"]["db_host"],
+            full.data["restricted"]["db_host"],
             json!("pg-payments-1.internal:5432")
         );
         assert_eq!(
-            cmdb.get("checkout").unwrap().context(false).0["runbook"],
+            cmdb.get("checkout").unwrap().scoped(|_, _| true).data["runbook"],
             json!("https://runbooks.example.com/checkout")
         );
         assert!(cmdb
             .get("payments")
             .unwrap()
-            .context(false)
-            .0
+            .scoped(|_, _| true)
+            .data
             .get("runbook")
             .is_none());
     }
 
     #[test]
+    fn only_the_fields_allowed_are_copied() {
+        let cmdb = sample();
+        let db = cmdb.get("payments-db").unwrap();
+        let scoped = db.scoped(|name, _| name == "team" || name == "db_host");
+        assert_eq!(scoped.fields, vec!["team", "db_host"]);
+        assert_eq!(
+            scoped.data,
+            json!({"team": "data", "restricted": {"db_host": "pg-payments-1.internal:5432"}})
+        );
+        assert!(scoped.withheld.contains(&"owner".to_string()));
+    }
+
+    #[test]
     fn a_service_without_restricted_fields_never_reports_them() {
         let cmdb = sample();
-        assert!(!cmdb.get("checkout").unwrap().context(true).1);
+        assert!(!cmdb.get("checkout").unwrap().scoped(|_, _| true).restricted);
     }
 
     #[test]

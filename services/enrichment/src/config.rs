@@ -1,4 +1,5 @@
-//! The `[enrichment]` section: where the CMDB lives and which roles may see restricted fields.
+//! The `[enrichment]` section: where the CMDB lives. Who may read which of its services and
+//! fields is the policy's to say (`[policy]`, `mcplane config push policy`).
 //!
 //! Validation loads the CMDB file itself, so a broken file (an unknown dependency, a typo in a
 //! key) stops the fleet at start-up with the entry named, not at the first request.
@@ -10,23 +11,13 @@ use serde::Deserialize;
 
 use crate::cmdb::Cmdb;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The CMDB TOML file; `None` means an empty CMDB (requests pass through unenriched).
     pub cmdb_file: Option<PathBuf>,
-    /// Roles that may see a service's `[services.restricted]` fields.
-    pub restricted_roles: Vec<String>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            cmdb_file: None,
-            restricted_roles: vec!["sre".into()],
-        }
-    }
-}
 
 impl Config {
     /// Loads the CMDB this configuration names; errors name `<section>.cmdb_file`.
@@ -55,12 +46,6 @@ impl Validate for Config {
                 "must not be empty (leave it out for an empty CMDB)",
             ));
         }
-        if self.restricted_roles.iter().any(|r| r.trim().is_empty()) {
-            return Err(ConfigError::new(
-                format!("{section}.restricted_roles"),
-                "role names must not be empty",
-            ));
-        }
         self.load_cmdb(section).map(|_| ())
     }
 }
@@ -75,7 +60,6 @@ mod tests {
         let doc = Document::parse("").unwrap();
         let cfg = doc.section::<Config>("enrichment").unwrap();
         assert_eq!(cfg, Config::default());
-        assert_eq!(cfg.restricted_roles, vec!["sre"]);
     }
 
     #[test]
@@ -85,11 +69,9 @@ mod tests {
             doc.section::<Config>("enrichment").unwrap_err().key,
             "enrichment.cmdb_file"
         );
-        let doc = Document::parse("[enrichment]\nrestricted_roles = [\"\"]\n").unwrap();
-        assert_eq!(
-            doc.section::<Config>("enrichment").unwrap_err().key,
-            "enrichment.restricted_roles"
-        );
+        // Role lists moved to the policy; an old file saying so is told, not ignored.
+        let doc = Document::parse("[enrichment]\nrestricted_roles = [\"sre\"]\n").unwrap();
+        assert!(doc.section::<Config>("enrichment").is_err());
         let doc = Document::parse("[enrichment]\ncmdb = \"x\"\n").unwrap();
         assert!(doc.section::<Config>("enrichment").is_err());
     }

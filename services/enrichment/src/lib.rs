@@ -16,6 +16,7 @@ use std::time::Duration;
 use mcplane_shared::config::ServiceConfig;
 use mcplane_shared::ledger::SledLedger;
 use mcplane_shared::pipeline::run_stage;
+use mcplane_shared::policy::live::LivePolicy;
 use mcplane_shared::{Service, ServiceError};
 use tokio_util::sync::CancellationToken;
 
@@ -50,12 +51,21 @@ pub async fn run(
         cmdb_file = ?config.service.cmdb_file,
         "enrichment service starting"
     );
-    let stage = EnrichStage {
-        cmdb,
-        restricted_roles: config.service.restricted_roles,
-    };
-    run_stage(bus, Service::Enrichment, ledger, shutdown, |env, step| {
-        std::future::ready(stage.handle(env, step))
-    })
-    .await
+    let policy = LivePolicy::new(config.common.policy_engine()?);
+    let following = tokio::spawn(policy.clone().follow(
+        bus.clone(),
+        "enrichment",
+        shutdown.child_token(),
+    ));
+    let stage = EnrichStage { cmdb, policy };
+    let served = run_stage(
+        bus,
+        Service::Enrichment,
+        ledger,
+        shutdown.clone(),
+        |env, step| std::future::ready(stage.handle(env, step)),
+    )
+    .await;
+    following.abort();
+    served
 }

@@ -1,26 +1,58 @@
-//! The enrich step: adds the CMDB context of every service a request names or mentions.
+//! The enrich step: adds the CMDB context of every service a request names or mentions, cut
+//! down to what the principal may read.
 //!
-//! Context a principal may not see must never enter the request: restricted fields are added
-//! only for a principal holding one of the configured roles, because every later stage (and the
-//! model) sees whatever is in the envelope. The step is pure and synchronous; the shared
-//! pipeline loop does the ledger, forwarding and audit around it.
+//! Context a principal may not see must never enter the request, because every later stage
+//! (and the model) sees whatever is in the envelope: so the stage asks the policy first whether
+//! the principal may read the CMDB at all, then which of the services, then which fields, and
+//! copies only those. No prompt can elicit a field that was never injected. The step is pure
+//! and synchronous; the shared pipeline loop does the ledger, forwarding and audit around it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use mcplane_shared::pipeline::StageOutcome;
-use mcplane_shared::{Classification, ContextItem, Envelope, ErrorBody, ErrorCode, Exchange, Step};
+use mcplane_shared::policy::live::LivePolicy;
+use mcplane_shared::policy::{Action, PolicyEngine, Resource};
+use mcplane_shared::{
+    Classification, ContextItem, Envelope, ErrorBody, ErrorCode, Exchange, Principal, Step,
+};
 use serde_json::json;
 
 use crate::cmdb::{Cmdb, CmdbService};
 
-/// The data source name on injected context items and in audit entries.
+/// The data source name on injected context items, in policies and in audit entries.
 pub const SOURCE: &str = "cmdb";
 
 /// What the enrich step needs for every request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EnrichStage {
     pub cmdb: Cmdb,
-    pub restricted_roles: Vec<String>,
+    pub policy: LivePolicy,
+}
+
+/// Field decisions for one request: a field's answer does not change between services.
+struct FieldScope<'a> {
+    policy: &'a PolicyEngine,
+    principal: &'a Principal,
+    classification: Classification,
+    known: HashMap<(String, bool), bool>,
+}
+
+impl FieldScope<'_> {
+    fn may_read(&mut self, name: &str, restricted: bool) -> bool {
+        if let Some(allowed) = self.known.get(&(name.to_string(), restricted)) {
+            return *allowed;
+        }
+        let field = Resource::Field {
+            source: SOURCE,
+            name,
+            restricted,
+        };
+        let allowed = self
+            .policy
+            .allows(self.principal, Action::Read, &field, self.classification);
+        self.known.insert((name.to_string(), restricted), allowed);
+        allowed
+    }
 }
 
 impl EnrichStage {
@@ -33,17 +65,37 @@ impl EnrichStage {
             );
             return fail(env, error, json!({ "sources": [] }));
         }
-        let Some(principal) = env.principal.as_ref() else {
+        let Some(principal) = env.principal.clone() else {
             let error = ErrorBody::new(
                 ErrorCode::Forbidden,
                 "the request carries no principal; only authorised requests are enriched",
             );
             return fail(env, error, json!({ "sources": [] }));
         };
-        let may_see_restricted = principal
-            .roles
-            .iter()
-            .any(|r| self.restricted_roles.iter().any(|allowed| allowed == r));
+        // One engine for the whole request: every answer below comes from one version.
+        let policy = self.policy.current();
+        // Only this stage speaks for the CMDB: anything claiming to come from it was not put
+        // there by us and is dropped, whatever the policy says.
+        env.body.context.retain(|c| c.source != SOURCE);
+        let classification = env.classification;
+
+        if !policy.allows(
+            &principal,
+            Action::Read,
+            &Resource::DataSource(SOURCE),
+            classification,
+        ) {
+            metrics::counter!("mcplane_enrichment_withheld_total", "what" => "source").increment(1);
+            let detail = json!({
+                "sources": [],
+                "withheld_sources": [SOURCE],
+                "policy_version": policy.version(),
+            });
+            return StageOutcome::Continue {
+                env: Box::new(env),
+                detail,
+            };
+        }
 
         let request = &env.body.request;
         let mut chosen: Vec<&CmdbService> = Vec::new();
@@ -65,22 +117,40 @@ impl EnrichStage {
             }
         }
 
+        let mut scope = FieldScope {
+            policy: &policy,
+            principal: &principal,
+            classification,
+            known: HashMap::new(),
+        };
         let mut restricted_fields = false;
         let mut names = Vec::with_capacity(chosen.len());
+        let mut withheld_services = Vec::new();
+        let mut fields = BTreeSet::new();
+        let mut withheld_fields = BTreeSet::new();
         let mut items = Vec::with_capacity(chosen.len());
         for svc in chosen {
-            let (data, restricted) = svc.context(may_see_restricted);
-            restricted_fields |= restricted;
+            let service = Resource::Service {
+                source: SOURCE,
+                name: &svc.entry.name,
+                team: &svc.entry.team,
+                tier: svc.entry.tier,
+            };
+            if !policy.allows(&principal, Action::Read, &service, classification) {
+                withheld_services.push(svc.entry.name.clone());
+                continue;
+            }
+            let scoped = svc.scoped(|name, restricted| scope.may_read(name, restricted));
+            restricted_fields |= scoped.restricted;
+            fields.extend(scoped.fields);
+            withheld_fields.extend(scoped.withheld);
             names.push(svc.entry.name.clone());
             items.push(ContextItem {
                 source: SOURCE.to_string(),
                 subject: svc.entry.name.clone(),
-                data: data.clone(),
+                data: scoped.data,
             });
         }
-        // Only this stage speaks for the CMDB: anything claiming to come from it already was not
-        // put there by us and is replaced.
-        env.body.context.retain(|c| c.source != SOURCE);
         env.body.context.extend(items);
         if restricted_fields {
             // Restricted context makes the whole request restricted: it must not leave the
@@ -90,14 +160,27 @@ impl EnrichStage {
 
         metrics::counter!("mcplane_enrichment_items_total", "source" => SOURCE)
             .increment(names.len() as u64);
+        if !withheld_services.is_empty() || !withheld_fields.is_empty() {
+            metrics::counter!("mcplane_enrichment_withheld_total", "what" => "field_or_service")
+                .increment(1);
+        }
         if !unknown.is_empty() {
             tracing::debug!(?unknown, "requested services not in the CMDB");
         }
+        // Names only, never values: the audit entry says what was read, not what it said.
         let mut detail = json!({
             "sources": [SOURCE],
             "services": names,
+            "fields": fields,
             "restricted_fields": restricted_fields,
+            "policy_version": policy.version(),
         });
+        if !withheld_fields.is_empty() {
+            detail["withheld_fields"] = json!(withheld_fields);
+        }
+        if !withheld_services.is_empty() {
+            detail["withheld_services"] = json!(withheld_services);
+        }
         if !unknown.is_empty() {
             detail["unknown_services"] = json!(unknown);
         }
@@ -145,7 +228,7 @@ db_host = "pg-1.internal"
         .unwrap();
         EnrichStage {
             cmdb,
-            restricted_roles: vec!["sre".into()],
+            policy: LivePolicy::new(PolicyEngine::builtin().unwrap()),
         }
     }
 
@@ -206,6 +289,40 @@ db_host = "pg-1.internal"
             json!("pg-1.internal")
         );
         assert_eq!(detail["restricted_fields"], json!(true));
+        assert_eq!(detail["policy_version"], json!("builtin-1"));
+    }
+
+    #[test]
+    fn the_policy_scopes_sources_services_and_fields() {
+        let mut stage = stage();
+        stage.policy = LivePolicy::new(
+            PolicyEngine::parse(
+                r#"// version: scoped-1
+                permit (principal, action == Action::"read", resource == DataSource::"cmdb");
+                permit (principal, action == Action::"read", resource is Service) when { resource.tier > 0 };
+                permit (principal, action == Action::"read", resource == Field::"cmdb.team");
+                "#,
+            )
+            .unwrap(),
+        );
+        let env = request("checkout and payments-db", &[], Some(&["sre"]));
+        let (env, detail) = continued(stage.handle(env, Step::Enrich));
+        assert_eq!(env.body.context.len(), 1);
+        assert_eq!(env.body.context[0].subject, "checkout");
+        assert_eq!(env.body.context[0].data, json!({"team": "commerce"}));
+        assert_eq!(detail["withheld_services"], json!(["payments-db"]));
+        assert_eq!(detail["fields"], json!(["team"]));
+        assert_eq!(detail["policy_version"], json!("scoped-1"));
+        assert_eq!(env.classification, Classification::Internal);
+
+        stage.policy = LivePolicy::new(
+            PolicyEngine::parse("// version: none-1\nforbid (principal, action, resource);")
+                .unwrap(),
+        );
+        let env = request("checkout", &[], Some(&["sre"]));
+        let (env, detail) = continued(stage.handle(env, Step::Enrich));
+        assert!(env.body.context.is_empty());
+        assert_eq!(detail["withheld_sources"], json!(["cmdb"]));
     }
 
     #[test]

@@ -34,7 +34,6 @@ impl Harness {
             data.path(),
             Config {
                 cmdb_file: Some(cmdb_file),
-                ..Default::default()
             },
         );
         let bus = mcplane_shared::bus::connect(&bus_config(&nats), "test")

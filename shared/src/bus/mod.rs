@@ -14,6 +14,7 @@ mod publish;
 mod recorded;
 mod results;
 mod streams;
+mod watched;
 
 pub use claims::{Claim, Claims};
 pub use connect::{connect, version_at_least};
@@ -22,6 +23,7 @@ pub use discovery::announce;
 pub use publish::{audit_publication, Publication};
 pub use recorded::publish_once;
 pub use results::{result_publications, ResultStore};
+pub use watched::{follow_config_key, push_config_key, read_config_key};
 
 use async_nats::jetstream;
 
