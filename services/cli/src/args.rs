@@ -94,10 +94,11 @@ pub struct RouteArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Push routing rules (a TOML file with `version` and `[[rules]]`); every model replica
-    /// validates them and switches at once, and each decision records the version.
+    /// Push routing rules (`routing`: a TOML file with `version` and `[[rules]]`) or the
+    /// authorisation policy (`policy`: a Cedar file with a `// version: <name>` line); every
+    /// replica validates the new version and switches at once, and each decision records it.
     Push {
-        /// What to push: `routing`.
+        /// What to push: `routing` or `policy`.
         what: String,
         file: PathBuf,
         /// Fleet configuration (for the bus and the providers the rules must name).

@@ -34,12 +34,28 @@ pub async fn push(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
         config,
         nats,
     } = cmd;
-    if what != "routing" {
-        bail!("unknown configuration {what:?}; known: routing");
+    if what != "routing" && what != "policy" {
+        bail!("unknown configuration {what:?}; known: routing, policy");
     }
     let text =
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let (bus, model) = connect(config, nats).await?;
+    if what == "policy" {
+        return match mcplane_shared::policy::live::push(&bus, &text).await {
+            Ok((engine, revision)) => {
+                println!(
+                    "pushed policy version {} (sha256 {}…) as revision {revision}",
+                    engine.version(),
+                    engine.digest()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("mcplane: policy refused: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        };
+    }
     match mcplane_model::live::push(&bus, &text, &model.providers).await {
         Ok((rules, revision)) => {
             println!(

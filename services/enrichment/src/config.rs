@@ -18,7 +18,6 @@ pub struct Config {
     pub cmdb_file: Option<PathBuf>,
 }
 
-
 impl Config {
     /// Loads the CMDB this configuration names; errors name `<section>.cmdb_file`.
     pub fn load_cmdb(&self, section: &str) -> Result<Cmdb, ConfigError> {

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use mcplane_shared::bus::{self, Bus, ResultStore};
 use mcplane_shared::config::{Common, ServiceConfig};
+use mcplane_shared::policy::live::LivePolicy;
 use mcplane_shared::ServiceError;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub replies: Replies,
     pub resolver: Arc<Resolver>,
     pub config: Arc<Config>,
+    /// The policy in force, for listings and reads the gateway answers itself.
+    pub policy: LivePolicy,
     /// Cancelled when the gateway begins to shut down; waiting requests answer 202 at once.
     pub shutdown: CancellationToken,
 }
@@ -52,7 +55,8 @@ pub async fn run(
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| ServiceError::Other(format!("cannot listen on {addr}: {e}")))?;
-    serve_on(bus, config.service, listener, shutdown).await
+    let policy = LivePolicy::new(config.common.policy_engine()?);
+    serve_on(bus, config.service, policy, listener, shutdown).await
 }
 
 /// Like [`run`], on a listener the caller has bound already (tests and the CLI bind port 0 and
@@ -65,7 +69,8 @@ pub async fn serve(
     let Some(bus) = connect(&config.common, &shutdown).await? else {
         return Ok(());
     };
-    serve_on(bus, config.service, listener, shutdown).await
+    let policy = LivePolicy::new(config.common.policy_engine()?);
+    serve_on(bus, config.service, policy, listener, shutdown).await
 }
 
 /// Connects, unless asked to stop first (`None`).
@@ -82,6 +87,7 @@ async fn connect(
 async fn serve_on(
     bus: Bus,
     config: Config,
+    policy: LivePolicy,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
@@ -104,7 +110,13 @@ async fn serve_on(
         bus.subjects.auth_resolve(),
         Duration::from_secs(config.auth_cache_ttl_secs),
     );
+    let following = tokio::spawn(policy.clone().follow(
+        bus.clone(),
+        "gateway",
+        shutdown.child_token(),
+    ));
     let state = AppState {
+        policy,
         bus,
         results,
         replies,
@@ -120,6 +132,7 @@ async fn serve_on(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
     stop_replies.cancel();
+    following.abort();
     if let Err(e) = dispatcher.await {
         tracing::warn!(error = %e, "reply dispatcher ended abnormally");
     }

@@ -130,9 +130,15 @@ fn bench_stage(c: &mut Criterion) {
         let bus = mcplane_shared::bus::connect(&mcplane_testkit::bus_config(&nats), "bench")
             .await
             .expect("bus");
-        mcplane_model::stage(&bus, &Config::default())
-            .await
-            .expect("stage")
+        mcplane_model::stage(
+            &bus,
+            &Config::default(),
+            mcplane_shared::policy::live::LivePolicy::new(
+                mcplane_shared::policy::PolicyEngine::builtin().expect("built-in policy"),
+            ),
+        )
+        .await
+        .expect("stage")
     });
     let mut group = c.benchmark_group("invoke_step");
     group.measurement_time(Duration::from_secs(5));

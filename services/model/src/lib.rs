@@ -33,12 +33,17 @@ use crate::budget::Budgets;
 use crate::config::Config;
 use crate::live::LiveRouting;
 use crate::stage::{InvokeStage, Upstream};
+use mcplane_shared::policy::live::LivePolicy;
 
 /// How long a result stays in the ledger: far longer than any redelivery.
 const LEDGER_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// Builds the invoke stage on a connected bus (the service, the dry run and the benchmarks).
-pub async fn stage(bus: &Bus, config: &Config) -> Result<InvokeStage, ServiceError> {
+pub async fn stage(
+    bus: &Bus,
+    config: &Config,
+    policy: LivePolicy,
+) -> Result<InvokeStage, ServiceError> {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .build()
@@ -51,6 +56,7 @@ pub async fn stage(bus: &Bus, config: &Config) -> Result<InvokeStage, ServiceErr
             .map(|p| Upstream::new(config, p, &http))
             .collect(),
         routing: LiveRouting::new(config.routing.clone()),
+        policy,
         claims: Claims::open(bus).await?,
         budgets: Budgets::new(
             bus.bucket(&bus.subjects.budgets_bucket()).await?,
@@ -75,7 +81,8 @@ pub async fn run(
         config.common.service_dir(Service::Model).join("ledger"),
         LEDGER_RETENTION,
     )?);
-    let stage = stage(&bus, &config.service).await?;
+    let policy = LivePolicy::new(config.common.policy_engine()?);
+    let stage = stage(&bus, &config.service, policy.clone()).await?;
     tracing::info!(
         providers = ?config.service.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
         routing_version = %config.service.routing.version,
@@ -91,15 +98,17 @@ pub async fn run(
     let cataloguing = tokio::spawn(catalog::serve(
         bus.clone(),
         config.service.providers.clone(),
+        policy.clone(),
         stop.clone(),
     ));
+    let policing = tokio::spawn(policy.follow(bus.clone(), "model", stop.clone()));
     let stage = &stage;
     let consumed = run_stage(bus, Service::Model, ledger, shutdown, move |env, step| {
         stage.handle(env, step)
     })
     .await;
     stop.cancel();
-    for task in [following, cataloguing] {
+    for task in [following, cataloguing, policing] {
         match task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "model side task failed"),
             Err(e) => tracing::warn!(error = %e, "model side task panicked"),

@@ -123,6 +123,9 @@ pub struct Decision {
     /// Indexes into the provider list, matching `candidates`.
     #[serde(skip)]
     pub order: Vec<usize>,
+    /// The policy version that decided which models the caller may have invoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
 }
 
 impl Match {
@@ -263,6 +266,7 @@ impl RoutingConfig {
                 .collect(),
             excluded,
             order,
+            policy_version: None,
         }
     }
 }

@@ -27,9 +27,18 @@ use crate::health::ProviderHealth;
 use crate::live::LiveRouting;
 use crate::providers::{local::estimate_input_tokens, Call, FailureKind, Provider, ProviderError};
 use crate::routing::{Decision, ProviderView, RouteInput};
+use mcplane_shared::policy::live::LivePolicy;
+use mcplane_shared::policy::{Action, Resource};
 
 /// Longest wait honoured from a provider's `Retry-After`.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The model `provider` is asked for: the one the client named if it serves it, else its own.
+pub fn model_for<'a>(provider: &'a ProviderConfig, requested: Option<&'a str>) -> &'a str {
+    requested
+        .filter(|m| provider.all_models().any(|x| x == *m))
+        .unwrap_or(&provider.model)
+}
 
 /// One try at one provider, as recorded in the claim and the audit entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +98,7 @@ pub struct InvokeStage {
     pub bus: Bus,
     pub upstreams: Vec<Upstream>,
     pub routing: LiveRouting,
+    pub policy: LivePolicy,
     pub claims: Claims,
     pub budgets: Budgets,
     pub request_timeout: Duration,
@@ -145,11 +155,51 @@ impl InvokeStage {
             input_tokens,
             output_tokens,
         };
-        (
-            self.routing.current().decide(&views, &input),
-            input_tokens,
-            output_tokens,
-        )
+        let mut decision = self.routing.current().decide(&views, &input);
+        self.apply_policy(env, &mut decision);
+        (decision, input_tokens, output_tokens)
+    }
+
+    /// Drops the candidates whose model the policy does not let this caller have invoked, with
+    /// the same question `GET /v1/models` asks ([`crate::catalog`]), so what is listed is what
+    /// is allowed.
+    fn apply_policy(&self, env: &Envelope<Exchange>, decision: &mut Decision) {
+        let policy = self.policy.current();
+        decision.policy_version = Some(policy.version().to_string());
+        let requested = env.body.request.model.as_deref();
+        let mut kept = Vec::with_capacity(decision.order.len());
+        for &i in &decision.order {
+            let up = &self.upstreams[i].config;
+            let model = model_for(up, requested);
+            let allowed = env.principal.as_ref().is_some_and(|p| {
+                policy.allows(
+                    p,
+                    Action::Invoke,
+                    &Resource::Model {
+                        id: model,
+                        provider: &up.name,
+                        boundary: up.boundary().as_str(),
+                    },
+                    env.classification,
+                )
+            });
+            if allowed {
+                kept.push(i);
+            } else {
+                decision.excluded.push(crate::routing::Exclusion {
+                    provider: up.name.clone(),
+                    reason: format!(
+                        "policy {} does not permit invoking {model}",
+                        policy.version()
+                    ),
+                });
+            }
+        }
+        decision.candidates = kept
+            .iter()
+            .map(|i| self.upstreams[*i].config.name.clone())
+            .collect();
+        decision.order = kept;
     }
 
     pub async fn handle(&self, mut env: Envelope<Exchange>, step: Step) -> StageOutcome {
@@ -271,6 +321,26 @@ impl InvokeStage {
     async fn invoke(&self, env: &Envelope<Exchange>) -> Result<Invocation, ServiceError> {
         let (routing, input_tokens, output_tokens) = self.decide(env);
         let mut attempts = Vec::new();
+        let policy_denied = |e: &crate::routing::Exclusion| e.reason.starts_with("policy ");
+        if routing.order.is_empty() && routing.excluded.iter().any(policy_denied) {
+            // Not a fault to degrade around: the caller may not use what could serve it.
+            metrics::counter!("mcplane_model_policy_denials_total").increment(1);
+            let models: Vec<&str> = routing
+                .excluded
+                .iter()
+                .filter(|e| policy_denied(e))
+                .map(|e| e.reason.as_str())
+                .collect();
+            return Ok(Invocation::Refused {
+                code: ErrorCode::Forbidden,
+                message: format!(
+                    "no model this caller may use can serve it ({})",
+                    models.join("; ")
+                ),
+                routing,
+                attempts,
+            });
+        }
         if routing.order.is_empty() {
             metrics::counter!("mcplane_model_degraded_total").increment(1);
             let why: Vec<String> = routing
@@ -327,13 +397,7 @@ impl InvokeStage {
                 ));
                 continue;
             };
-            let model = env
-                .body
-                .request
-                .model
-                .as_deref()
-                .filter(|m| up.config.all_models().any(|x| x == *m))
-                .unwrap_or(&up.config.model);
+            let model = model_for(&up.config, env.body.request.model.as_deref());
             let mut delays = ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(100))
                 .with_max_delay(Duration::from_secs(5))

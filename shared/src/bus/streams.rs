@@ -64,7 +64,8 @@ impl Bus {
         }
     }
 
-    async fn ensure_stream(&self, kind: StreamKind) -> Result<stream::Stream, ServiceError> {
+    /// One of mcplane's streams, created with its standard configuration if missing.
+    pub async fn ensure_stream(&self, kind: StreamKind) -> Result<stream::Stream, ServiceError> {
         self.js
             .get_or_create_stream(self.stream_config(kind))
             .await

@@ -3,7 +3,9 @@
 //! route, wrong method) answers in the one coded error shape instead of axum's plain text.
 
 pub mod alerts;
+pub mod capabilities;
 pub mod health;
+pub mod incidents;
 pub mod openai;
 pub mod requests;
 
@@ -27,6 +29,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/alerts/{source}", post(alerts::receive))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
+        .route("/v1/capabilities", get(capabilities::capabilities))
+        .route("/v1/incidents", get(incidents::list))
+        .route("/v1/incidents/{id}", get(incidents::fetch))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -254,42 +254,26 @@ pub async fn chat_completions(
         .into_response())
 }
 
-/// `GET /v1/models`: the models the fleet can route to, from the model service.
+/// `GET /v1/models`: the models the caller may use, exactly as the policy in force allows
+/// (the model service answers with the check its invoke step makes).
 pub async fn models(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let bearer = credential::bearer(&headers)?;
-    state.resolver.resolve(&bearer).await?;
-    let ask = state
-        .bus
-        .client
-        .request(state.bus.subjects.model_catalog(), bytes::Bytes::new());
-    let reply = match tokio::time::timeout(Duration::from_secs(3), ask).await {
-        Ok(Ok(reply)) => reply,
-        _ => {
-            return Err(ApiError::unavailable(
-                "no model service answered; try again",
-            ))
-        }
-    };
-    let catalog: Value = serde_json::from_slice(&reply.payload)
-        .map_err(|e| ApiError::internal(format!("unreadable model catalog: {e}")))?;
+    let principal = state.resolver.resolve(&bearer).await?;
+    let catalog = crate::routes::capabilities::catalog_for(&state, &principal).await?;
     let created = Utc::now().timestamp();
-    let data: Vec<Value> = catalog["models"]
-        .as_array()
-        .map(|models| {
-            models
-                .iter()
-                .map(|m| {
-                    json!({
-                        "id": m["id"], "object": "model", "created": created,
-                        "owned_by": m["provider"], "boundary": m["boundary"],
-                    })
-                })
-                .collect()
+    let data: Vec<Value> = catalog
+        .models
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id, "object": "model", "created": created,
+                "owned_by": m.provider, "boundary": m.boundary,
+            })
         })
-        .unwrap_or_default();
+        .collect();
     Ok(Json(json!({"object": "list", "data": data})).into_response())
 }
 
