@@ -181,6 +181,9 @@ pub struct ServiceConfig<T> {
     pub service: T,
 }
 
+/// Keys holding file paths, resolved against the configuration file's folder.
+pub const PATH_KEYS: [&str; 2] = ["enrichment.cmdb_file", "policy.file"];
+
 /// A parsed configuration document (file plus environment), from which sections are taken.
 #[derive(Debug, Clone, Default)]
 pub struct Document {
@@ -191,7 +194,17 @@ impl Document {
     /// Reads `path` (when given) and applies `MCPLANE_*` environment overrides.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let mut doc = match path {
-            Some(p) => Self::from_file(p)?,
+            Some(p) => {
+                let mut doc = Self::from_file(p)?;
+                if let Some(base) = p.parent() {
+                    // Files a configuration file names are relative to it, whatever the working
+                    // directory of the process reading it (a container's, a test's).
+                    for key in PATH_KEYS {
+                        doc.resolve_path(key, base);
+                    }
+                }
+                doc
+            }
             None => Document::default(),
         };
         doc.apply_env(std::env::vars());

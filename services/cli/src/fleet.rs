@@ -26,12 +26,8 @@ pub fn default_config_path() -> Option<PathBuf> {
 /// Loads the document for `args`: file (or the default), environment, then flags.
 pub fn document(args: &FleetArgs) -> anyhow::Result<Document> {
     let path = args.config.clone().or_else(default_config_path);
+    // Files named in the configuration (the CMDB, the policy) are resolved against its folder.
     let mut doc = Document::load(path.as_deref())?;
-    if let Some(base) = path.as_deref().and_then(Path::parent) {
-        // Files named in the configuration (the CMDB) are relative to the file itself.
-        doc.resolve_path("enrichment.cmdb_file", base);
-        doc.resolve_path("policy.file", base);
-    }
     if let Some(url) = &args.nats {
         doc.set("bus.url", toml::Value::String(url.clone()));
     }

@@ -538,4 +538,23 @@ mod tests {
             Classification::Internal
         ));
     }
+
+    #[test]
+    fn the_shipped_example_policy_validates() {
+        let text = include_str!("../../../examples/policy.cedar");
+        let engine = PolicyEngine::parse(text).unwrap();
+        let desk = principal("acme", &["service-desk"]);
+        assert!(!engine.allows(
+            &desk,
+            Action::Request,
+            &Resource::RequestType(RequestType::Summarize),
+            Classification::Internal
+        ));
+        assert!(engine.allows(
+            &desk,
+            Action::Request,
+            &Resource::RequestType(RequestType::Classify),
+            Classification::Internal
+        ));
+    }
 }
