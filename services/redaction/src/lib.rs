@@ -5,10 +5,13 @@
 //! This is the hot path: the [`Redactor`] compiles its patterns once and leaves clean text
 //! untouched and unallocated. Other crates (benchmarks, output policy) can use it directly.
 
+pub mod actions;
 pub mod config;
+pub mod corpus;
 pub mod detectors;
 pub mod engine;
 pub mod stage;
+pub mod vault;
 
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ use mcplane_shared::{Service, ServiceError};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::detectors::{EntityType, Span};
-pub use crate::engine::{Counts, Redactor, RedactorError};
+pub use crate::engine::{Counts, Engine, Redactor, RedactorError};
 
 use crate::config::Config;
 use crate::stage::RedactStage;

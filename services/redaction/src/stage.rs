@@ -175,12 +175,15 @@ mod tests {
             usage: Usage::default(),
         });
         let (env, detail) = continued(stage().handle(env, Step::RedactResponse));
-        assert_eq!(env.body.response.unwrap().text, "Use key [REDACTED:TOKEN]");
+        assert_eq!(
+            env.body.response.unwrap().text,
+            "Use key [REDACTED:AWS_ACCESS_KEY]"
+        );
         assert_eq!(
             env.body.redactions.response,
-            BTreeMap::from([("TOKEN".to_string(), 1)])
+            BTreeMap::from([("AWS_ACCESS_KEY".to_string(), 1)])
         );
-        assert_eq!(detail["counts"], json!({"TOKEN": 1}));
+        assert_eq!(detail["counts"], json!({"AWS_ACCESS_KEY": 1}));
     }
 
     #[test]
