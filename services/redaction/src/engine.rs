@@ -68,13 +68,25 @@ struct Keyword {
 }
 
 /// The number shapes in a text that gate the numeric rules.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Shapes {
-    max_digits: u32,
     dotted: u32,
     colons: u32,
+    double_colon: bool,
     dashes: u32,
+    /// A digit, a space and a capital letter: the start of a street address.
+    number_then_capital: bool,
+    /// Runs of at least [`CLUSTER_MIN`] digits: (first digit, end of last digit, digits).
+    /// The `Digits` rules search only around these.
+    clusters: Vec<(usize, usize, u32)>,
 }
+
+/// The shortest digit run any `Digits` rule asks for (phone numbers, SSNs).
+const CLUSTER_MIN: u32 = 9;
+/// How far around a digit run a `Digits` rule searches: an IBAN's country code and letters
+/// before its digits, a `+` or bracket before a phone number.
+const WINDOW_BEFORE: usize = 12;
+const WINDOW_AFTER: usize = 6;
 
 /// Detection for one tenant: built-in rules, the deployment's and the tenant's own patterns,
 /// names and allow-list.
@@ -249,8 +261,10 @@ impl Engine {
         let mut active = 0u128;
         // Context word hits: (start, end, rules they speak for). Empty, unallocated, for most.
         let mut context: Vec<(usize, usize, u128)> = Vec::new();
+        // Non-overlapping (earliest match first), which the DFA runs fastest; keywords that
+        // share a rule switch it on alike, so an overlap hidden this way changes nothing.
         if let Some(ac) = &self.keywords {
-            for m in ac.find_overlapping_iter(text) {
+            for m in ac.find_iter(text) {
                 let role = &self.roles[m.pattern().as_usize()];
                 active |= role.triggers;
                 if role.context_of != 0 {
@@ -258,7 +272,7 @@ impl Engine {
                 }
                 if let Some(name) = &role.person {
                     let (s, e) = (m.start(), m.end());
-                    if &text[s..e] == &**name
+                    if text[s..e] == **name
                         && !byte_before(text, s).is_some_and(is_word)
                         && !byte_at(text, e).is_some_and(is_word)
                     {
@@ -279,14 +293,37 @@ impl Engine {
             let bit = 1u128 << i.min(127);
             let on = match rule.trigger {
                 None => active & bit != 0 || self.keyword_gated & bit == 0,
-                Some(Trigger::Digits(n)) => shapes.max_digits >= n,
+                Some(Trigger::Digits(n)) => {
+                    // Only around the digit runs long enough for this rule, windows merged.
+                    let mut window: Option<(usize, usize)> = None;
+                    for &(start, end, digits) in &shapes.clusters {
+                        if digits < n {
+                            continue;
+                        }
+                        let from = floor_boundary(text, start.saturating_sub(WINDOW_BEFORE));
+                        let to = ceil_boundary(text, end + WINDOW_AFTER);
+                        match window {
+                            Some((f, t)) if from <= t => window = Some((f, t.max(to))),
+                            Some((f, t)) => {
+                                self.scan(i, rule, text, f, t, &context, &mut found);
+                                window = Some((from, to));
+                            }
+                            None => window = Some((from, to)),
+                        }
+                    }
+                    if let Some((f, t)) = window {
+                        self.scan(i, rule, text, f, t, &context, &mut found);
+                    }
+                    false
+                }
                 Some(Trigger::DottedDigits) => shapes.dotted >= 3,
-                Some(Trigger::Colons(n)) => shapes.colons >= n,
+                Some(Trigger::NumberThenCapital) => shapes.number_then_capital,
+                Some(Trigger::Ipv6Colons) => shapes.double_colon || shapes.colons >= 5,
                 Some(Trigger::MacSeparators) => shapes.colons >= 5 || shapes.dashes >= 5,
                 Some(Trigger::Keywords(_)) => active & bit != 0,
             };
             if on {
-                self.scan(i, rule, text, &context, &mut found);
+                self.scan(i, rule, text, 0, text.len(), &context, &mut found);
             }
         }
         if found.is_empty() {
@@ -296,20 +333,25 @@ impl Engine {
         found.into_iter().map(|(s, _)| s).collect()
     }
 
-    /// Runs one rule's regex over `text`. A rejected candidate only moves the search on by
-    /// one character, so a near-miss right before a real entity cannot hide it.
+    /// Runs one rule's regex over `text[from..to]` (confirming against the whole text). A
+    /// rejected candidate only moves the search on by one character, so a near-miss right
+    /// before a real entity cannot hide it.
+    #[allow(clippy::too_many_arguments)]
     fn scan(
         &self,
         i: usize,
         rule: &Rule,
         text: &str,
+        from: usize,
+        to: usize,
         context: &[(usize, usize, u128)],
         out: &mut Vec<(Span, usize)>,
     ) {
         let bit = 1u128 << i.min(127);
-        let mut pos = 0;
-        while pos <= text.len() {
-            let Some(m) = rule.re.find_at(text, pos) else {
+        let haystack = &text[..to];
+        let mut pos = from;
+        while pos <= to {
+            let Some(m) = rule.re.find_at(haystack, pos) else {
                 return;
             };
             pos = match (rule.confirm)(text, m.start(), m.end()) {
@@ -332,11 +374,26 @@ impl Engine {
                 }
                 _ => m.start() + 1,
             };
-            while pos < text.len() && !text.is_char_boundary(pos) {
+            while pos < to && !text.is_char_boundary(pos) {
                 pos += 1;
             }
         }
     }
+}
+
+fn floor_boundary(text: &str, mut at: usize) -> usize {
+    while at > 0 && !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+fn ceil_boundary(text: &str, mut at: usize) -> usize {
+    at = at.min(text.len());
+    while at < text.len() && !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
 }
 
 /// Whether a context word for the rule `bit` ends shortly before `start` or begins shortly
@@ -359,45 +416,101 @@ fn near_context(
     })
 }
 
-/// One pass over the bytes: the longest run of digits joined by at most two separators at a
-/// time, the number of `digit.digit` joints, colons and dashes.
+/// Byte classes for the shape pass.
+const OTHER: u8 = 0;
+const DIGIT: u8 = 1;
+const SEP: u8 = 2;
+const COLON: u8 = 3;
+const DASH: u8 = 4;
+const DOT: u8 = 5;
+
+const CLASSES: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut b = b'0';
+    while b <= b'9' {
+        t[b as usize] = DIGIT;
+        b += 1;
+    }
+    t[b' ' as usize] = SEP;
+    t[b'/' as usize] = SEP;
+    t[b'(' as usize] = SEP;
+    t[b')' as usize] = SEP;
+    t[b'+' as usize] = SEP;
+    t[b'-' as usize] = DASH;
+    t[b'.' as usize] = DOT;
+    t[b':' as usize] = COLON;
+    t
+};
+
+/// One pass over the bytes: runs of digits joined by at most two separators at a time
+/// (` -./()+`), `digit.digit` joints, colons and dashes. Outside a digit run (most bytes)
+/// only a table lookup and two compares are done, and all state stays in registers.
 fn shapes(text: &str) -> Shapes {
-    let mut s = Shapes::default();
-    let (mut run, mut sep) = (0u32, 0u32);
-    let (mut prev, mut prev2) = (0u8, 0u8);
-    for &b in text.as_bytes() {
-        match b {
-            b'0'..=b'9' => {
+    let bytes = text.as_bytes();
+    let (mut dotted, mut colons, mut dashes) = (0u32, 0u32, 0u32);
+    let (mut double_colon, mut number_then_capital) = (false, false);
+    let mut clusters = Vec::new();
+    let (mut run, mut sep, mut run_start, mut run_end) = (0u32, 0u32, 0usize, 0usize);
+    for (i, &b) in bytes.iter().enumerate() {
+        let class = CLASSES[usize::from(b)];
+        if run == 0 && class != DIGIT {
+            if class == COLON {
+                colons += 1;
+                double_colon |= i > 0 && bytes[i - 1] == b':';
+            } else if class == DASH {
+                dashes += 1;
+            }
+            continue;
+        }
+        match class {
+            DIGIT => {
+                if run == 0 {
+                    run_start = i;
+                }
                 run += 1;
+                run_end = i + 1;
                 sep = 0;
-                s.max_digits = s.max_digits.max(run);
-                if prev == b'.' && prev2.is_ascii_digit() {
-                    s.dotted += 1;
+                if i >= 2 && bytes[i - 1] == b'.' && bytes[i - 2].is_ascii_digit() {
+                    dotted += 1;
                 }
             }
-            b' ' | b'-' | b'.' | b'/' | b'(' | b')' | b'+' => {
+            SEP | DASH | DOT => {
                 sep += 1;
+                if class == DASH {
+                    dashes += 1;
+                }
+                if b == b' ' && sep == 1 && bytes.get(i + 1).is_some_and(u8::is_ascii_uppercase) {
+                    number_then_capital = true;
+                }
                 if sep > 2 {
+                    if run >= CLUSTER_MIN {
+                        clusters.push((run_start, run_end, run));
+                    }
                     run = 0;
                 }
-                if b == b'-' {
-                    s.dashes += 1;
-                }
-            }
-            b':' => {
-                s.colons += 1;
-                run = 0;
-                sep = 0;
             }
             _ => {
+                if class == COLON {
+                    colons += 1;
+                }
+                if run >= CLUSTER_MIN {
+                    clusters.push((run_start, run_end, run));
+                }
                 run = 0;
-                sep = 0;
             }
         }
-        prev2 = prev;
-        prev = b;
     }
-    s
+    if run >= CLUSTER_MIN {
+        clusters.push((run_start, run_end, run));
+    }
+    Shapes {
+        dotted,
+        colons,
+        double_colon,
+        dashes,
+        number_then_capital,
+        clusters,
+    }
 }
 
 /// Sorts spans by start and drops overlaps in place: a span overlapping the last kept one

@@ -21,7 +21,7 @@ pub const RULES: [RuleSpec; 2] = [
     RuleSpec {
         kind: EntityType::Ip,
         pattern: V6,
-        trigger: Trigger::Colons(2),
+        trigger: Trigger::Ipv6Colons,
         confirm,
         base: 0.8,
         context: &[],

@@ -194,8 +194,10 @@ pub enum Trigger {
     Digits(u32),
     /// At least three `digit.digit` joints (a dotted quad).
     DottedDigits,
-    /// At least this many colons.
-    Colons(u32),
+    /// A digit, a space and a capital letter (`221 Baker`).
+    NumberThenCapital,
+    /// A `::` or at least five colons (an IPv6 address).
+    Ipv6Colons,
     /// At least five colons or five dashes (a MAC address).
     MacSeparators,
 }
@@ -228,12 +230,13 @@ pub fn builtin_rules() -> Vec<RuleSpec> {
         mac::RULE,
         address::RULE,
     ];
-    rules.extend_from_slice(&phone::RULES);
+    rules.push(phone::RULE);
     rules.extend_from_slice(&ssn::RULES);
     rules.extend_from_slice(&ip::RULES);
     rules.extend_from_slice(&dob::RULES);
-    rules.extend_from_slice(&secrets::RULES);
+    // Before the generic assignment rule, which would claim `api_key=mcp_…` on a tie.
     rules.push(mcplane_key::RULE);
+    rules.extend_from_slice(&secrets::RULES);
     rules
 }
 

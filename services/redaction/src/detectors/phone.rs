@@ -12,31 +12,20 @@ const CONTEXT: &[&str] = &[
     "phone", "call", "tel", "mobile", "cell", "fax", "sms", "whatsapp", "reach", "ring",
 ];
 
-pub const RULES: [RuleSpec; 2] = [
-    RuleSpec {
-        kind: EntityType::Phone,
-        pattern: INTERNATIONAL,
-        trigger: Trigger::Digits(9),
-        confirm,
-        base: 0.8,
-        context: CONTEXT,
-    },
-    RuleSpec {
-        kind: EntityType::Phone,
-        pattern: NATIONAL,
-        trigger: Trigger::Digits(9),
-        confirm,
-        base: 0.6,
-        context: CONTEXT,
-    },
-];
+pub const RULE: RuleSpec = RuleSpec {
+    kind: EntityType::Phone,
+    pattern: PATTERN,
+    trigger: Trigger::Digits(9),
+    confirm,
+    base: 0.7,
+    context: CONTEXT,
+};
 
-/// International: +cc then groups, optionally bracketed, with single separators.
-pub const INTERNATIONAL: &str = r"\+[1-9][0-9]{0,3}(?:[ .\-]?(?:\([0-9]{1,4}\)|[0-9]{1,5})){1,6}";
-
-pub const NATIONAL: &str = concat!(
+pub const PATTERN: &str = concat!(
+    // International: +cc then groups, optionally bracketed, with single separators.
+    r"\+[1-9][0-9]{0,3}(?:[ .\-]?(?:\([0-9]{1,4}\)|[0-9]{1,5})){1,6}",
     // North American: optional 1, area code (bracketed or not), exchange, line.
-    r"(?:1[ .\-]?)?(?:\([2-9][0-9]{2}\)[ .\-]?|[2-9][0-9]{2}[ .\-])[2-9][0-9]{2}[ .\-][0-9]{4}",
+    r"|(?:1[ .\-]?)?(?:\([2-9][0-9]{2}\)[ .\-]?|[2-9][0-9]{2}[ .\-])[2-9][0-9]{2}[ .\-][0-9]{4}",
     // Trunk prefix 0: one long group, or two to four short groups.
     r"|0[1-9][0-9]{0,3}(?:[ \-][0-9]{5,8}|(?:[ .\-][0-9]{2,4}){2,4})",
     // Trunk prefix in brackets: (020) 7946 0958.

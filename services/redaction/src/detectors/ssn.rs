@@ -1,6 +1,6 @@
 //! US social security numbers. The dashed form is distinctive enough alone; the spaced and the
 //! bare nine-digit forms are everywhere in ids and counters, so they need a context word
-//! (`SSN`, `social security`). Every form must pass the SSA's structural rules: area not 000,
+//! (`SSN`, `social security`), which is also what switches their regexes on. Every form must pass the SSA's structural rules: area not 000,
 //! 666 or 9xx, group not 00, serial not 0000.
 
 use super::{runs_in, runs_on, EntityType, RuleSpec, Trigger};
@@ -19,7 +19,7 @@ pub const RULES: [RuleSpec; 3] = [
     RuleSpec {
         kind: EntityType::Ssn,
         pattern: r"[0-9]{3} [0-9]{2} [0-9]{4}",
-        trigger: Trigger::Digits(9),
+        trigger: Trigger::Keywords(CONTEXT),
         confirm,
         base: 0.2,
         context: CONTEXT,
@@ -27,7 +27,7 @@ pub const RULES: [RuleSpec; 3] = [
     RuleSpec {
         kind: EntityType::Ssn,
         pattern: r"[0-9]{9}",
-        trigger: Trigger::Digits(9),
+        trigger: Trigger::Keywords(CONTEXT),
         confirm,
         base: 0.2,
         context: CONTEXT,
