@@ -292,7 +292,8 @@ fn phone(rng: &mut Rng) -> String {
     }
 }
 
-fn entity(rng: &mut Rng, kind: &str) -> String {
+/// A random entity of the built-in type `kind` (empty for an unknown name).
+pub fn entity(rng: &mut Rng, kind: &str) -> String {
     match kind {
         "EMAIL" => format!(
             "{}.{}@{}",
