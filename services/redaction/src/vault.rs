@@ -5,8 +5,8 @@
 //! a one-hour max age, rather than in the envelope: the envelope travels through every later
 //! stage (the model service among them) and is copied into the audit stream, kept for a year,
 //! so even encrypted it would spread the originals far wider and longer than needed. In the
-//! bucket they are readable only by whoever NATS permissions let read `$KV.<bucket>.>` (the
-//! redaction service), expire on their own, and are deleted as soon as the answer is out.
+//! bucket only the redaction service may write them (NATS permissions on `$KV.<bucket>.>`),
+//! they expire on their own, and are purged as soon as the answer is out.
 
 use std::collections::BTreeMap;
 
