@@ -70,10 +70,14 @@ struct Keyword {
 /// The number shapes in a text that gate the numeric rules.
 #[derive(Debug, Clone, Default)]
 struct Shapes {
+    /// The longest chain of `digit.digit` joints at most four bytes apart (3 in a dotted quad).
     dotted: u32,
-    colons: u32,
+    /// The longest chain of `hex:hex` joints at most five bytes apart (5 in a MAC, 7 in a full
+    /// IPv6 address, 2 in a timestamp).
+    hex_colons: u32,
     double_colon: bool,
-    dashes: u32,
+    /// The same for `hex-hex` (5 in a MAC, 4 in a UUID).
+    hex_dashes: u32,
     /// A digit, a space and a capital letter: the start of a street address.
     number_then_capital: bool,
     /// Runs of at least [`CLUSTER_MIN`] digits: (first digit, end of last digit, digits).
@@ -318,8 +322,8 @@ impl Engine {
                 }
                 Some(Trigger::DottedDigits) => shapes.dotted >= 3,
                 Some(Trigger::NumberThenCapital) => shapes.number_then_capital,
-                Some(Trigger::Ipv6Colons) => shapes.double_colon || shapes.colons >= 5,
-                Some(Trigger::MacSeparators) => shapes.colons >= 5 || shapes.dashes >= 5,
+                Some(Trigger::Ipv6Colons) => shapes.double_colon || shapes.hex_colons >= 5,
+                Some(Trigger::MacSeparators) => shapes.hex_colons >= 5 || shapes.hex_dashes >= 5,
                 Some(Trigger::Keywords(_)) => active & bit != 0,
             };
             if on {
@@ -442,23 +446,54 @@ const CLASSES: [u8; 256] = {
     t
 };
 
+/// A chain of separator joints (`1.2`, `ab:cd`) close to each other.
+#[derive(Default)]
+struct Chain {
+    last: usize,
+    streak: u32,
+    best: u32,
+}
+
+impl Chain {
+    fn joint(&mut self, at: usize, max_gap: usize) {
+        self.streak = if self.streak > 0 && at - self.last <= max_gap {
+            self.streak + 1
+        } else {
+            1
+        };
+        self.last = at;
+        self.best = self.best.max(self.streak);
+    }
+}
+
 /// One pass over the bytes: runs of digits joined by at most two separators at a time
-/// (` -./()+`), `digit.digit` joints, colons and dashes. Outside a digit run (most bytes)
-/// only a table lookup and two compares are done, and all state stays in registers.
+/// (` -./()+`), and chains of `digit.digit`, `hex:hex` and `hex-hex` joints. Outside a digit
+/// run (most bytes) only a table lookup and two compares are done.
 fn shapes(text: &str) -> Shapes {
     let bytes = text.as_bytes();
-    let (mut dotted, mut colons, mut dashes) = (0u32, 0u32, 0u32);
+    let hex_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_hexdigit);
+    let (mut dots, mut colons, mut dashes) = (Chain::default(), Chain::default(), Chain::default());
     let (mut double_colon, mut number_then_capital) = (false, false);
     let mut clusters = Vec::new();
     let (mut run, mut sep, mut run_start, mut run_end) = (0u32, 0u32, 0usize, 0usize);
+    let mut separator = |i: usize, b: u8, double_colon: &mut bool| {
+        if i == 0 {
+            return;
+        }
+        if b == b':' {
+            *double_colon |= bytes[i - 1] == b':';
+            if hex_at(i - 1) && hex_at(i + 1) {
+                colons.joint(i, 5);
+            }
+        } else if hex_at(i - 1) && hex_at(i + 1) {
+            dashes.joint(i, 5);
+        }
+    };
     for (i, &b) in bytes.iter().enumerate() {
         let class = CLASSES[usize::from(b)];
         if run == 0 && class != DIGIT {
-            if class == COLON {
-                colons += 1;
-                double_colon |= i > 0 && bytes[i - 1] == b':';
-            } else if class == DASH {
-                dashes += 1;
+            if class == COLON || class == DASH {
+                separator(i, b, &mut double_colon);
             }
             continue;
         }
@@ -470,14 +505,16 @@ fn shapes(text: &str) -> Shapes {
                 run += 1;
                 run_end = i + 1;
                 sep = 0;
-                if i >= 2 && bytes[i - 1] == b'.' && bytes[i - 2].is_ascii_digit() {
-                    dotted += 1;
-                }
             }
             SEP | DASH | DOT => {
                 sep += 1;
                 if class == DASH {
-                    dashes += 1;
+                    separator(i, b, &mut double_colon);
+                } else if class == DOT
+                    && bytes[i - 1].is_ascii_digit()
+                    && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+                {
+                    dots.joint(i, 4);
                 }
                 if b == b' ' && sep == 1 && bytes.get(i + 1).is_some_and(u8::is_ascii_uppercase) {
                     number_then_capital = true;
@@ -491,12 +528,13 @@ fn shapes(text: &str) -> Shapes {
             }
             _ => {
                 if class == COLON {
-                    colons += 1;
+                    separator(i, b, &mut double_colon);
                 }
                 if run >= CLUSTER_MIN {
                     clusters.push((run_start, run_end, run));
                 }
                 run = 0;
+                sep = 0;
             }
         }
     }
@@ -504,10 +542,10 @@ fn shapes(text: &str) -> Shapes {
         clusters.push((run_start, run_end, run));
     }
     Shapes {
-        dotted,
-        colons,
+        dotted: dots.best,
+        hex_colons: colons.best,
         double_colon,
-        dashes,
+        hex_dashes: dashes.best,
         number_then_capital,
         clusters,
     }
