@@ -551,9 +551,9 @@ fn shapes(text: &str) -> Shapes {
     }
 }
 
-/// Sorts spans by start and drops overlaps in place: a span overlapping the last kept one
-/// replaces it only when it is longer (it starts no earlier, so it cannot reach back into the
-/// span kept before); on a tie the rule listed first (the more specific) stays.
+/// Sorts spans by start and merges overlaps in place: overlapping spans become one span over
+/// their union (so every byte any rule found is covered), named for the longest of them, and
+/// on a tie for the rule listed first (the more specific).
 fn resolve_overlaps(spans: &mut Vec<(Span, usize)>) {
     spans.sort_unstable_by(|(a, pa), (b, pb)| {
         a.start
@@ -562,14 +562,21 @@ fn resolve_overlaps(spans: &mut Vec<(Span, usize)>) {
             .then(pa.cmp(pb))
     });
     let mut kept = 0;
+    // The length of the longest span merged into the last kept one, which names it.
+    let mut longest = 0;
     for i in 0..spans.len() {
         let span = spans[i];
         if kept > 0 && span.0.start < spans[kept - 1].0.end {
-            if span.0.len() > spans[kept - 1].0.len() {
-                spans[kept - 1] = span;
+            let last = &mut spans[kept - 1];
+            if span.0.len() > longest {
+                longest = span.0.len();
+                last.0.kind = span.0.kind;
+                last.1 = span.1;
             }
+            last.0.end = last.0.end.max(span.0.end);
             continue;
         }
+        longest = span.0.len();
         spans[kept] = span;
         kept += 1;
     }
@@ -733,7 +740,7 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_candidates_keep_the_earliest_then_longest_then_first_rule() {
+    fn overlapping_candidates_merge_and_are_named_by_the_longest_then_first_rule() {
         let span = |start, end, kind| Span { start, end, kind };
         let mut spans = vec![
             (span(5, 9, EntityType::Phone), 2),
@@ -752,7 +759,7 @@ mod tests {
             kept,
             vec![
                 (0, 4, EntityType::Ip),
-                (10, 20, EntityType::GithubToken),
+                (5, 20, EntityType::GithubToken),
                 (20, 22, EntityType::Email)
             ]
         );
