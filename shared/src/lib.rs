@@ -6,6 +6,7 @@
 //! [`ledger`], typed [`config`] loading and [`telemetry`].
 
 pub mod alerts;
+pub mod api_key;
 pub mod body;
 pub mod bus;
 pub mod canonical_json;

@@ -46,7 +46,11 @@ fn service_publishes(s: &Subjects, service: Service) -> Vec<String> {
         ],
         Service::Auth => vec![format!("{p}.stage.enrichment.>")],
         Service::Enrichment => vec![format!("{p}.stage.redaction.>")],
-        Service::Redaction => vec![format!("{p}.stage.model.>")],
+        // Only redaction writes the token vault.
+        Service::Redaction => vec![
+            format!("{p}.stage.model.>"),
+            format!("$KV.{}.>", s.redaction_vault_bucket()),
+        ],
         Service::Model => vec![
             format!("{p}.stage.redaction.>"),
             claims,

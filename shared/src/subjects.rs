@@ -274,6 +274,12 @@ impl Subjects {
         format!("{}-results", self.prefix)
     }
 
+    /// Originals of tokenised entities by `<tenant>.<request id>`, written by the redaction
+    /// service on a request's way in and read (by any replica) on its way out; short-lived.
+    pub fn redaction_vault_bucket(&self) -> String {
+        format!("{}-redaction-vault", self.prefix)
+    }
+
     /// Fleet-wide claims of once-only effects (model calls, Slack posts), keyed `<id>.<stage>`.
     pub fn claims_bucket(&self) -> String {
         format!("{}-claims", self.prefix)

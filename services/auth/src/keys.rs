@@ -15,25 +15,20 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
+use mcplane_shared::api_key::BASE62;
 use mcplane_shared::subjects::validate_token;
 use mcplane_shared::{ErrorBody, ErrorCode, Principal, PrincipalKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Every key starts with this, so scanners and people can tell what it is.
-pub const KEY_PREFIX: &str = "mcp_";
-/// Base62 characters of randomness in a key: 30 × log2(62) ≈ 178.6 bits.
-const RANDOM_LEN: usize = 30;
-/// Base62 characters of the CRC-32 checksum (62^6 > 2^32).
-const CHECKSUM_LEN: usize = 6;
-/// Total length of a key.
-pub const KEY_LEN: usize = KEY_PREFIX.len() + RANDOM_LEN + CHECKSUM_LEN;
+use mcplane_shared::api_key::{checksum_chars, RANDOM_LEN};
+#[cfg(test)]
+use mcplane_shared::api_key::{crc32, CHECKSUM_LEN};
+pub use mcplane_shared::api_key::{looks_like_key, KEY_LEN, KEY_PREFIX};
 /// The tenant of a service account that may act for any tenant.
 pub const ANY_TENANT: &str = "*";
 /// How often a lookup that hits may look at the key file for changes.
 const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
-
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// One key's stored record: everything but the key itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,45 +90,7 @@ pub enum KeyError {
     Encode(String),
 }
 
-// ---- key format ------------------------------------------------------------------------------
-
-/// CRC-32 (IEEE 802.3, reflected, as zlib and PNG): catches every single-character typo and
-/// rejects a random look-alike with probability 1 - 2^-32. A dozen lines beat a dependency.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
-}
-
-/// `value` as exactly `CHECKSUM_LEN` base62 digits, most significant first.
-fn checksum_chars(random: &str) -> [u8; CHECKSUM_LEN] {
-    let mut value = u64::from(crc32(random.as_bytes()));
-    let mut out = [b'0'; CHECKSUM_LEN];
-    for slot in out.iter_mut().rev() {
-        *slot = BASE62[(value % 62) as usize];
-        value /= 62;
-    }
-    out
-}
-
-/// Whether `s` has the shape of an mcplane API key: prefix, length, alphabet and checksum.
-/// Needs no lookup, so scanners and the auth service reject look-alikes cheaply.
-pub fn looks_like_key(s: &str) -> bool {
-    let Some(rest) = s.strip_prefix(KEY_PREFIX) else {
-        return false;
-    };
-    if rest.len() != RANDOM_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return false;
-    }
-    let (random, checksum) = rest.split_at(RANDOM_LEN);
-    checksum.as_bytes() == checksum_chars(random)
-}
+// ---- key format (shared::api_key) ---------------------------------------------------------
 
 /// A fresh key: 30 uniformly random base62 characters (rejection sampling keeps them uniform)
 /// and their checksum.

@@ -5,10 +5,13 @@
 //! This is the hot path: the [`Redactor`] compiles its patterns once and leaves clean text
 //! untouched and unallocated. Other crates (benchmarks, output policy) can use it directly.
 
+pub mod actions;
 pub mod config;
+pub mod corpus;
 pub mod detectors;
 pub mod engine;
 pub mod stage;
+pub mod vault;
 
 use std::time::Duration;
 
@@ -19,10 +22,11 @@ use mcplane_shared::{Service, ServiceError};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::detectors::{EntityType, Span};
-pub use crate::engine::{Counts, Redactor, RedactorError};
+pub use crate::engine::{Counts, Engine, Redactor, RedactorError};
 
 use crate::config::Config;
 use crate::stage::RedactStage;
+use crate::vault::Vault;
 
 /// How long a result stays in the ledger: far longer than any redelivery.
 const LEDGER_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -32,13 +36,10 @@ pub async fn run(
     config: ServiceConfig<Config>,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
-    let redactor = Redactor::new(&config.service).map_err(|e| {
-        ConfigError::new(
-            format!("{}.enabled_types", Service::Redaction),
-            e.to_string(),
-        )
-    })?;
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-redaction").await?;
+    let vault = Vault::open(&bus).await?;
+    let stage = RedactStage::new(config.service.clone(), Some(vault))
+        .map_err(|e| ConfigError::new(format!("{}.patterns", Service::Redaction), e.to_string()))?;
     // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
     mcplane_shared::bus::announce(
         &bus,
@@ -50,12 +51,16 @@ pub async fn run(
         LEDGER_RETENTION,
     )?);
     tracing::info!(
-        types = ?redactor.types().map(|t| t.as_str()).collect::<Vec<_>>(),
+        types = ?stage.redactor.types().map(|t| t.as_str()).collect::<Vec<_>>(),
         "redaction service starting"
     );
-    let stage = RedactStage { redactor };
-    run_stage(bus, Service::Redaction, ledger, shutdown, |env, step| {
-        std::future::ready(stage.handle(env, step))
-    })
+    let stage = &stage;
+    run_stage(
+        bus,
+        Service::Redaction,
+        ledger,
+        shutdown,
+        move |env, step| stage.handle(env, step),
+    )
     .await
 }

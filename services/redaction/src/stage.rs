@@ -2,59 +2,147 @@
 //! string of injected context, before any model sees them) and `redact_response` (the model's
 //! answer, before the client sees it).
 //!
-//! Counts by type go into the exchange and the audit entry; the matched text never goes
-//! anywhere, not even the logs.
+//! On the way in, entities are masked, hashed or tokenised as configured for their type and the
+//! request's classification; restricted context fields are removed whole; token originals and
+//! restricted values go to the [`Vault`]. On the way out, an answer carrying a credential or a
+//! restricted value is blocked (`output_blocked`), other entities the model produced are
+//! masked, and the tokens are put back only for the types the principal's roles may see.
+//! Counts by type go into the exchange and the audit entry; matched text never goes anywhere,
+//! not even the logs.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use mcplane_shared::pipeline::StageOutcome;
 use mcplane_shared::{Envelope, ErrorBody, ErrorCode, Exchange, Step};
 use serde_json::{json, Value};
 
-use crate::engine::{add_counts, Counts, Redactor};
+use crate::actions::{apply, detokenize, tenant_hash_key, Tokens};
+use crate::config::{Action, Config, RESTRICTED};
+use crate::detectors::EntityType;
+use crate::engine::{Counts, Redactor};
+use crate::vault::{Vault, VaultEntry};
+
+/// A vault that cannot be written is a passing failure: try again shortly.
+const VAULT_RETRY: Duration = Duration::from_secs(1);
+/// Restricted values shorter than this are too common to block an answer on.
+const MIN_RESTRICTED_LEN: usize = 4;
 
 /// What the redaction steps need for every request.
 #[derive(Debug, Clone)]
 pub struct RedactStage {
     pub redactor: Redactor,
+    pub config: Config,
+    /// `None` only in unit tests: tokens are then minted but never restored.
+    pub vault: Option<Vault>,
+}
+
+/// Why an answer is not delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blocked {
+    pub reason: &'static str,
+    pub types: Vec<String>,
 }
 
 impl RedactStage {
+    pub fn new(config: Config, vault: Option<Vault>) -> Result<RedactStage, crate::RedactorError> {
+        Ok(RedactStage {
+            redactor: Redactor::new(&config)?,
+            config,
+            vault,
+        })
+    }
+
     /// Redacts one request due at `step`.
-    pub fn handle(&self, mut env: Envelope<Exchange>, step: Step) -> StageOutcome {
-        let (direction, counts) = match step {
-            Step::RedactRequest => ("request", self.redact_request(&mut env.body)),
-            Step::RedactResponse => ("response", self.redact_response(&mut env.body)),
-            other => {
-                return StageOutcome::Fail {
-                    error: ErrorBody::new(
-                        ErrorCode::Misrouted,
-                        format!("the redaction service does not perform {}", other.as_str()),
-                    ),
-                    env: Box::new(env),
-                    detail: json!({}),
+    pub async fn handle(&self, mut env: Envelope<Exchange>, step: Step) -> StageOutcome {
+        match step {
+            Step::RedactRequest => {
+                let (counts, entry) = self.redact_request(&mut env);
+                if let (Some(vault), false) = (&self.vault, entry.is_empty()) {
+                    if let Err(e) = vault.put(&env.tenant, env.id, &entry).await {
+                        tracing::warn!(error = %e, "token vault unavailable; retrying");
+                        return StageOutcome::Retry(VAULT_RETRY);
+                    }
                 }
+                env.body.redactions.request = owned(&counts);
+                self.continued(env, "request", &counts, json!({}))
             }
-        };
-        for (kind, n) in &counts {
+            Step::RedactResponse => {
+                let entry = match &self.vault {
+                    Some(vault) => match vault.get(&env.tenant, env.id).await {
+                        Ok(entry) => entry.unwrap_or_default(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "token vault unavailable; retrying");
+                            return StageOutcome::Retry(VAULT_RETRY);
+                        }
+                    },
+                    None => VaultEntry::default(),
+                };
+                let outcome = match self.redact_response(&mut env, &entry) {
+                    Ok((counts, restored)) => {
+                        env.body.redactions.response = owned(&counts);
+                        self.continued(env, "response", &counts, json!({"restored": restored}))
+                    }
+                    Err(blocked) => {
+                        metrics::counter!("mcplane_redaction_blocked_total", "reason" => blocked.reason)
+                            .increment(1);
+                        // The answer is withheld whole: the client gets the coded error only.
+                        env.body.response = None;
+                        StageOutcome::Fail {
+                            error: ErrorBody::new(
+                                ErrorCode::OutputBlocked,
+                                format!(
+                                    "the answer was withheld: it carried {} the client may not see",
+                                    blocked.types.join(", ")
+                                ),
+                            ),
+                            detail: json!({
+                                "direction": "response",
+                                "blocked": blocked.reason,
+                                "types": blocked.types,
+                            }),
+                            env: Box::new(env),
+                        }
+                    }
+                };
+                if let (Some(vault), false) = (&self.vault, entry.is_empty()) {
+                    vault.forget(&env_tenant(&outcome), env_id(&outcome)).await;
+                }
+                outcome
+            }
+            other => StageOutcome::Fail {
+                error: ErrorBody::new(
+                    ErrorCode::Misrouted,
+                    format!("the redaction service does not perform {}", other.as_str()),
+                ),
+                env: Box::new(env),
+                detail: json!({}),
+            },
+        }
+    }
+
+    fn continued(
+        &self,
+        env: Envelope<Exchange>,
+        direction: &'static str,
+        counts: &Counts,
+        extra: Value,
+    ) -> StageOutcome {
+        for (kind, n) in counts {
             metrics::counter!("mcplane_redactions_total", "type" => *kind, "direction" => direction)
                 .increment(u64::from(*n));
         }
-        let owned: BTreeMap<String, u32> =
-            counts.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        let total: u32 = owned.values().sum();
+        let total: u32 = counts.values().sum();
         if total > 0 {
-            tracing::debug!(direction, total, "entities masked");
+            tracing::debug!(direction, total, "entities redacted");
         }
-        let detail = json!({
+        let mut detail = json!({
             "direction": direction,
-            "counts": owned,
+            "counts": owned(counts),
             "total": total,
         });
-        match step {
-            Step::RedactRequest => env.body.redactions.request = owned,
-            _ => env.body.redactions.response = owned,
+        if let (Some(d), Value::Object(more)) = (detail.as_object_mut(), extra) {
+            d.extend(more);
         }
         StageOutcome::Continue {
             env: Box::new(env),
@@ -62,62 +150,197 @@ impl RedactStage {
         }
     }
 
-    fn redact_request(&self, body: &mut Exchange) -> Counts {
+    /// The inbound step, pure: rewrites input and context, returns the counts and what the
+    /// vault must keep.
+    pub fn redact_request(&self, env: &mut Envelope<Exchange>) -> (Counts, VaultEntry) {
+        let engine = self.redactor.engine(&env.tenant);
+        let key = tenant_hash_key(&self.config, &env.tenant);
+        let classification = env.classification;
+        let action = |s: &crate::Span| self.config.action(s.kind, classification);
+        let mut tokens = Tokens::default();
         let mut counts = Counts::new();
-        self.redact_string(&mut body.request.input, &mut counts);
-        for item in &mut body.context {
-            self.redact_value(&mut item.data, &mut counts);
+        let mut restricted = BTreeSet::new();
+        let redact = |text: &mut String, tokens: &mut Tokens, counts: &mut Counts| {
+            let spans = engine.find(text);
+            if let Some(out) = apply(text, &spans, action, &key, Some(tokens), counts) {
+                *text = out;
+            }
+        };
+        redact(&mut env.body.request.input, &mut tokens, &mut counts);
+        for item in &mut env.body.context {
+            walk(
+                &mut item.data,
+                false,
+                &self.config.restricted_fields,
+                &mut |s, restricted_field| {
+                    if restricted_field {
+                        if s.len() >= MIN_RESTRICTED_LEN {
+                            restricted.insert(s.clone());
+                        }
+                        *s = format!("[REDACTED:{RESTRICTED}]");
+                        *counts.entry(RESTRICTED).or_insert(0) += 1;
+                    } else {
+                        redact(s, &mut tokens, &mut counts);
+                    }
+                },
+            );
         }
-        counts
+        let entry = VaultEntry {
+            tokens: tokens.originals,
+            restricted: restricted.into_iter().collect(),
+        };
+        (counts, entry)
     }
 
-    fn redact_response(&self, body: &mut Exchange) -> Counts {
+    /// The outbound step, pure: blocks, masks and restores. Returns the counts of what the
+    /// model's answer carried and how many tokens were put back.
+    pub fn redact_response(
+        &self,
+        env: &mut Envelope<Exchange>,
+        entry: &VaultEntry,
+    ) -> Result<(Counts, u32), Blocked> {
+        let engine = self.redactor.engine(&env.tenant);
         let mut counts = Counts::new();
-        if let Some(response) = &mut body.response {
-            self.redact_string(&mut response.text, &mut counts);
+        if let Some(response) = &mut env.body.response {
+            let spans = engine.find(&response.text);
+            let blocking: BTreeSet<String> = spans
+                .iter()
+                .filter(|s| self.blocks_output(s.kind))
+                .map(|s| s.kind.as_str().to_string())
+                .collect();
+            if !blocking.is_empty() {
+                return Err(Blocked {
+                    reason: "secret_in_output",
+                    types: blocking.into_iter().collect(),
+                });
+            }
+            if entry
+                .restricted
+                .iter()
+                .any(|v| response.text.contains(v.as_str()))
+            {
+                return Err(Blocked {
+                    reason: "restricted_field",
+                    types: vec![RESTRICTED.to_string()],
+                });
+            }
+            let key = tenant_hash_key(&self.config, &env.tenant);
+            let classification = env.classification;
+            let action = |s: &crate::Span| match self.config.action(s.kind, classification) {
+                // The model made this one up or knew it: no client sent it, nobody gets it back.
+                Action::Tokenize => Action::Mask,
+                other => other,
+            };
+            if let Some(out) = apply(&response.text, &spans, action, &key, None, &mut counts) {
+                response.text = out;
+            }
         }
-        counts
+        let roles = env
+            .principal
+            .as_ref()
+            .map(|p| p.roles.clone())
+            .unwrap_or_default();
+        let allowed = |kind: &str| self.config.may_detokenize(kind, &roles);
+        let mut restored = 0;
+        let mut restore = |text: &mut String| {
+            if let Some((out, n)) = detokenize(text, &entry.tokens, allowed) {
+                *text = out;
+                restored += n;
+            }
+        };
+        if let Some(response) = &mut env.body.response {
+            restore(&mut response.text);
+        }
+        restore(&mut env.body.request.input);
+        for item in &mut env.body.context {
+            walk(&mut item.data, false, &[], &mut |s, _| restore(s));
+        }
+        Ok((counts, restored))
     }
 
-    fn redact_string(&self, text: &mut String, counts: &mut Counts) {
-        let (out, found) = self.redactor.redact(text);
-        if let Cow::Owned(masked) = out {
-            *text = masked;
-            add_counts(counts, &found);
-        }
+    fn blocks_output(&self, kind: EntityType) -> bool {
+        self.config.block_output.iter().any(|name| {
+            name.eq_ignore_ascii_case(kind.as_str())
+                || EntityType::expand(name).is_some_and(|kinds| kinds.contains(&kind))
+        })
     }
+}
 
-    /// Every string value, however deep (serde_json caps nesting at 128 when parsing, so the
-    /// recursion is bounded). Object keys are field names, not data, and are left alone.
-    fn redact_value(&self, value: &mut Value, counts: &mut Counts) {
-        match value {
-            Value::String(s) => self.redact_string(s, counts),
-            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_value(v, counts)),
-            Value::Object(map) => map.values_mut().for_each(|v| self.redact_value(v, counts)),
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+fn env_tenant(outcome: &StageOutcome) -> String {
+    match outcome {
+        StageOutcome::Continue { env, .. } | StageOutcome::Fail { env, .. } => env.tenant.clone(),
+        StageOutcome::Retry(_) => String::new(),
+    }
+}
+
+fn env_id(outcome: &StageOutcome) -> uuid::Uuid {
+    match outcome {
+        StageOutcome::Continue { env, .. } | StageOutcome::Fail { env, .. } => env.id,
+        StageOutcome::Retry(_) => uuid::Uuid::nil(),
+    }
+}
+
+fn owned(counts: &Counts) -> BTreeMap<String, u32> {
+    counts.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// Calls `f` on every string value, however deep (serde_json caps nesting at 128 when parsing,
+/// so the recursion is bounded), saying whether it sits under a restricted field. Object keys
+/// are field names, not data, and are left alone.
+fn walk(
+    value: &mut Value,
+    restricted: bool,
+    fields: &[String],
+    f: &mut impl FnMut(&mut String, bool),
+) {
+    match value {
+        Value::String(s) => f(s, restricted),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| walk(v, restricted, fields, f)),
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let r = restricted || fields.iter().any(|name| name == k);
+                walk(v, r, fields, f);
+            }
         }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use mcplane_shared::{AiRequest, AiResponse, ContextItem, Itinerary, RequestType, Usage};
+    use mcplane_shared::{
+        AiRequest, AiResponse, ContextItem, Itinerary, Principal, PrincipalKind, RequestType, Usage,
+    };
 
-    fn stage() -> RedactStage {
-        RedactStage {
-            redactor: Redactor::new(&Config::default()).unwrap(),
-        }
+    fn stage(config: Config) -> RedactStage {
+        RedactStage::new(config, None).unwrap()
     }
 
-    fn exchange(input: &str) -> Envelope<Exchange> {
+    fn exchange(input: &str, roles: &[&str]) -> Envelope<Exchange> {
         let mut env = Envelope::new(
             "acme",
             Exchange::new(AiRequest::new(RequestType::Answer, input)),
         );
         env.itinerary = Itinerary::ai_request();
+        env.principal = Some(Principal {
+            id: "key_000000000001".into(),
+            tenant: "acme".into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            kind: PrincipalKind::User,
+        });
         env
+    }
+
+    fn answer(env: &mut Envelope<Exchange>, text: &str) {
+        env.body.response = Some(AiResponse {
+            text: text.into(),
+            provider: "local".into(),
+            model: "m".into(),
+            usage: Usage::default(),
+        });
     }
 
     fn continued(outcome: StageOutcome) -> (Envelope<Exchange>, Value) {
@@ -127,65 +350,120 @@ mod tests {
         }
     }
 
-    #[test]
-    fn request_input_and_nested_context_are_masked() {
-        let mut env = exchange("alice@example.com says 10.0.0.1 is down");
+    #[tokio::test]
+    async fn request_input_and_nested_context_are_tokenised_and_restricted_fields_removed() {
+        let config = Config {
+            restricted_fields: vec!["salary".into()],
+            ..Config::default()
+        };
+        let mut env = exchange(
+            "alice@example.com says 10.0.0.1 is down; alice@example.com",
+            &[],
+        );
         env.body.context.push(ContextItem {
             source: "cmdb".into(),
             subject: "payments-db".into(),
             data: json!({
                 "owner": "carol@example.com",
                 "tier": 0,
-                "restricted": {"oncall_phone": "+1 415 555 0199", "hosts": ["10.0.0.2", "db.internal"]},
+                "restricted": {"oncall_phone": "+1 415 555 0199", "hosts": ["10.0.0.2", "db.internal"], "salary": "95000 EUR"},
             }),
         });
-        let (env, detail) = continued(stage().handle(env, Step::RedactRequest));
+        let (env, detail) = continued(stage(config).handle(env, Step::RedactRequest).await);
         assert_eq!(
             env.body.request.input,
-            "[REDACTED:EMAIL] says [REDACTED:IP] is down"
+            "<EMAIL_1> says <IP_1> is down; <EMAIL_1>"
         );
         let data = &env.body.context[0].data;
-        assert_eq!(data["owner"], "[REDACTED:EMAIL]");
+        assert_eq!(data["owner"], "<EMAIL_2>");
         assert_eq!(data["tier"], 0);
-        assert_eq!(data["restricted"]["oncall_phone"], "[REDACTED:PHONE]");
+        assert_eq!(data["restricted"]["oncall_phone"], "<PHONE_1>");
         assert_eq!(
             data["restricted"]["hosts"],
-            json!(["[REDACTED:IP]", "db.internal"])
+            json!(["<IP_2>", "db.internal"])
         );
-        let expected = BTreeMap::from([
-            ("EMAIL".to_string(), 2),
-            ("IP".to_string(), 2),
-            ("PHONE".to_string(), 1),
-        ]);
-        assert_eq!(env.body.redactions.request, expected);
-        assert!(env.body.redactions.response.is_empty());
-        assert_eq!(detail["direction"], "request");
-        assert_eq!(detail["counts"], json!({"EMAIL": 2, "IP": 2, "PHONE": 1}));
-        assert_eq!(detail["total"], 5);
+        assert_eq!(data["restricted"]["salary"], "[REDACTED:RESTRICTED]");
+        assert_eq!(
+            detail["counts"],
+            json!({"EMAIL": 3, "IP": 2, "PHONE": 1, "RESTRICTED": 1})
+        );
+        assert_eq!(detail["total"], 7);
         assert!(!detail.to_string().contains("example.com"));
     }
 
     #[test]
-    fn response_text_is_masked() {
-        let mut env = exchange("hi");
-        env.body.response = Some(AiResponse {
-            text: "Use key AKIAIOSFODNN7EXAMPLE".into(),
-            provider: "local".into(),
-            model: "m".into(),
-            usage: Usage::default(),
-        });
-        let (env, detail) = continued(stage().handle(env, Step::RedactResponse));
-        assert_eq!(env.body.response.unwrap().text, "Use key [REDACTED:TOKEN]");
-        assert_eq!(
-            env.body.redactions.response,
-            BTreeMap::from([("TOKEN".to_string(), 1)])
-        );
-        assert_eq!(detail["counts"], json!({"TOKEN": 1}));
+    fn tokens_come_back_only_for_authorised_roles_and_model_made_entities_are_masked() {
+        let config = Config {
+            detokenize_roles: BTreeMap::from([("EMAIL".into(), vec!["support".into()])]),
+            ..Config::default()
+        };
+        let s = stage(config);
+        for (roles, expected) in [
+            (
+                &["support"][..],
+                "Write to jane@example.com (not [REDACTED:EMAIL]) about <IP_1>.",
+            ),
+            (
+                &["viewer"][..],
+                "Write to <EMAIL_1> (not [REDACTED:EMAIL]) about <IP_1>.",
+            ),
+        ] {
+            let mut env = exchange("jane@example.com sees errors from 10.1.2.3", roles);
+            let (_, entry) = s.redact_request(&mut env);
+            answer(
+                &mut env,
+                "Write to <EMAIL_1> (not bob@example.org) about <IP_1>.",
+            );
+            let (counts, _) = s.redact_response(&mut env, &entry).unwrap();
+            assert_eq!(env.body.response.as_ref().unwrap().text, expected);
+            assert_eq!(counts, Counts::from([("EMAIL", 1)]));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_with_a_secret_is_blocked_with_a_code_and_no_secret_in_the_audit_detail() {
+        let mut env = exchange("hi", &["sre"]);
+        answer(&mut env, "Use key AKIAIOSFODNN7EXAMPLE");
+        match stage(Config::default())
+            .handle(env, Step::RedactResponse)
+            .await
+        {
+            StageOutcome::Fail { env, error, detail } => {
+                assert_eq!(error.code, ErrorCode::OutputBlocked);
+                assert!(env.body.response.is_none());
+                assert_eq!(detail["blocked"], "secret_in_output");
+                assert_eq!(detail["types"], json!(["AWS_ACCESS_KEY"]));
+                assert!(!detail.to_string().contains("AKIA") && !error.message.contains("AKIA"));
+            }
+            other => panic!("expected Fail, got {other:?}"),
+        }
     }
 
     #[test]
-    fn a_response_step_without_response_records_nothing() {
-        let (env, detail) = continued(stage().handle(exchange("x"), Step::RedactResponse));
+    fn an_answer_repeating_a_restricted_value_is_blocked() {
+        let s = stage(Config {
+            restricted_fields: vec!["salary".into()],
+            ..Config::default()
+        });
+        let mut env = exchange("what does the owner earn?", &[]);
+        env.body.context.push(ContextItem {
+            source: "hr".into(),
+            subject: "x".into(),
+            data: json!({"salary": "95000 EUR"}),
+        });
+        let (_, entry) = s.redact_request(&mut env);
+        answer(&mut env, "They earn 95000 EUR a year.");
+        let blocked = s.redact_response(&mut env, &entry).unwrap_err();
+        assert_eq!(blocked.reason, "restricted_field");
+    }
+
+    #[tokio::test]
+    async fn a_response_step_without_response_records_nothing() {
+        let (env, detail) = continued(
+            stage(Config::default())
+                .handle(exchange("x", &[]), Step::RedactResponse)
+                .await,
+        );
         assert!(env.body.redactions.response.is_empty());
         assert_eq!(detail["total"], 0);
     }

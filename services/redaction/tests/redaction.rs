@@ -144,15 +144,36 @@ async fn request_reaches_the_model_stage_masked() {
     assert_eq!(out.itinerary.current(), Some(Step::Invoke));
     assert_eq!(
         out.body.request.input,
-        "Customer [REDACTED:EMAIL] ([REDACTED:PHONE]) paid with [REDACTED:CARD] \
-         and got a 502 from [REDACTED:IP]; token Bearer [REDACTED:TOKEN]"
+        "Customer <EMAIL_1> (<PHONE_1>) paid with <CARD_1> \
+         and got a 502 from <IP_1>; token Bearer [REDACTED:JWT]"
     );
     let data = &out.body.context[0].data;
-    assert_eq!(data["owner"], "[REDACTED:EMAIL]");
-    assert_eq!(data["restricted"]["db_host"], "[REDACTED:IP]:5432");
-    assert_eq!(data["restricted"]["oncall_phone"], "[REDACTED:PHONE]");
+    assert_eq!(data["owner"], "<EMAIL_2>");
+    assert_eq!(data["restricted"]["db_host"], "<IP_2>:5432");
+    assert_eq!(data["restricted"]["oncall_phone"], "<PHONE_2>");
     assert_eq!(data["tier"], 0);
-    let expected = json!({"CARD": 1, "EMAIL": 2, "IP": 2, "PHONE": 2, "TOKEN": 1});
+    let expected = json!({"CARD": 1, "EMAIL": 2, "IP": 2, "PHONE": 2, "JWT": 1});
+
+    // The originals wait in the vault bucket for the way back, keyed by tenant and request.
+    let vault = h
+        .bus
+        .bucket(&h.bus.subjects.redaction_vault_bucket())
+        .await
+        .unwrap();
+    let entry: serde_json::Value = serde_json::from_slice(
+        &vault
+            .get(format!("{TENANT}.{}", env.id))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(entry["tokens"]["<EMAIL_1>"], "jane.doe@example.com");
+    assert_eq!(entry["tokens"]["<IP_2>"], "10.1.2.3");
+    assert!(
+        !entry.to_string().contains("eyJhbGciOiJIUzI1NiJ9"),
+        "masked credentials are not kept"
+    );
     assert_eq!(json!(out.body.redactions.request), expected);
 
     let audit = h.audit().await;
@@ -172,7 +193,7 @@ async fn response_is_delivered_masked_with_counts() {
     env.body.redactions.request.insert("EMAIL".into(), 1);
     env.body.response = Some(AiResponse {
         text: "Call Carol at +1 415 555 0199 or mail carol.diaz@example.com; \
-               the primary is 2001:db8::5 and the admin key is sk-proj-AbCdEf0123456789GhIjKlMn."
+               the primary is 2001:db8::5."
             .into(),
         provider: "local".into(),
         model: "mcplane-local-1".into(),
@@ -194,11 +215,11 @@ async fn response_is_delivered_masked_with_counts() {
     assert_eq!(
         stored.body.response.unwrap().text,
         "Call Carol at [REDACTED:PHONE] or mail [REDACTED:EMAIL]; \
-         the primary is [REDACTED:IP] and the admin key is [REDACTED:TOKEN]."
+         the primary is [REDACTED:IP]."
     );
     assert_eq!(
         json!(stored.body.redactions.response),
-        json!({"EMAIL": 1, "IP": 1, "PHONE": 1, "TOKEN": 1})
+        json!({"EMAIL": 1, "IP": 1, "PHONE": 1})
     );
     // The request direction's counts are left as the first pass recorded them.
     assert_eq!(json!(stored.body.redactions.request), json!({"EMAIL": 1}));
@@ -206,6 +227,43 @@ async fn response_is_delivered_masked_with_counts() {
     let audit = h.audit().await;
     assert_eq!(audit.stage, "redact_response");
     assert_eq!(audit.detail["direction"], "response");
-    assert_eq!(audit.detail["total"], 4);
+    assert_eq!(audit.detail["total"], 3);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_carrying_a_credential_is_blocked_coded_and_audited_without_it() {
+    let h = Harness::start().await;
+    let mut env = request("How do I call the admin API?");
+    env.itinerary.next = 3;
+    env.body.response = Some(AiResponse {
+        text: "Use the admin key sk-proj-AbCdEf0123456789GhIjKlMn in the header.".into(),
+        provider: "local".into(),
+        model: "mcplane-local-1".into(),
+        usage: Usage::default(),
+    });
+    h.submit(&env).await;
+
+    let results = ResultStore::open(&h.bus).await.unwrap();
+    let started = Instant::now();
+    let stored = loop {
+        if let Some(stored) = results.get(&env.id).await.unwrap() {
+            break stored;
+        }
+        assert!(started.elapsed() < DEADLINE, "no result stored");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let error = stored.body.error.clone().expect("a coded error");
+    assert_eq!(error.code, mcplane_shared::ErrorCode::OutputBlocked);
+    assert!(stored.body.response.is_none());
+    let delivered = serde_json::to_string(&stored).unwrap();
+    assert!(!delivered.contains("AbCdEf0123456789"), "{delivered}");
+
+    let audit = h.audit().await;
+    assert_eq!(audit.stage, "redact_response");
+    assert_eq!(audit.outcome, AuditOutcome::Failed);
+    assert_eq!(audit.detail["blocked"], "secret_in_output");
+    assert_eq!(audit.detail["types"], json!(["API_KEY"]));
+    assert!(!audit.detail.to_string().contains("AbCdEf0123456789"));
     h.stop().await;
 }

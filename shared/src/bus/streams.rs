@@ -36,6 +36,14 @@ impl Bus {
         .await?;
         self.ensure_bucket(&self.subjects.config_bucket(), Duration::ZERO, 64)
             .await?;
+        // Token originals outlive their request by far less than a day: an hour covers the
+        // slowest model call and its redeliveries, and bounds how long PII rests on disk.
+        self.ensure_bucket(
+            &self.subjects.redaction_vault_bucket(),
+            Duration::from_secs(3600),
+            1,
+        )
+        .await?;
         Ok(())
     }
 

@@ -5,7 +5,16 @@
 //! ids would be a steady stream of false positives; the issuer prefix removes most of those
 //! (timestamps start with 1) at no cost to real cards.
 
-use super::{byte_before, runs_in, runs_on};
+use super::{byte_before, runs_in, runs_on, EntityType, RuleSpec, Trigger};
+
+pub const RULE: RuleSpec = RuleSpec {
+    kind: EntityType::Card,
+    pattern: PATTERN,
+    trigger: Trigger::Digits(13),
+    confirm,
+    base: 1.0,
+    context: &[],
+};
 
 pub const PATTERN: &str = r"[0-9](?:[ \-]?[0-9]){12,18}";
 

@@ -5,7 +5,16 @@
 //! vanishingly rare in prose, and a wider pattern starts catching `git@host:repo` paths,
 //! `pkg@1.2.3` version specs and decorators.
 
-use super::{byte_at, byte_before, is_word};
+use super::{byte_at, byte_before, is_word, EntityType, RuleSpec, Trigger};
+
+pub const RULE: RuleSpec = RuleSpec {
+    kind: EntityType::Email,
+    pattern: PATTERN,
+    trigger: Trigger::Keywords(&["@"]),
+    confirm,
+    base: 1.0,
+    context: &[],
+};
 
 pub const PATTERN: &str = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}\b";
 

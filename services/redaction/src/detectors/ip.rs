@@ -7,12 +7,29 @@
 
 use std::net::Ipv6Addr;
 
-use super::{byte_at, byte_before, is_word};
+use super::{byte_at, byte_before, is_word, EntityType, RuleSpec, Trigger};
 
-pub const PATTERN: &str = concat!(
-    r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}",
-    r"|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.[0-9]{1,3}){3})?",
-);
+pub const RULES: [RuleSpec; 2] = [
+    RuleSpec {
+        kind: EntityType::Ip,
+        pattern: V4,
+        trigger: Trigger::DottedDigits,
+        confirm,
+        base: 0.8,
+        context: &[],
+    },
+    RuleSpec {
+        kind: EntityType::Ip,
+        pattern: V6,
+        trigger: Trigger::Ipv6Colons,
+        confirm,
+        base: 0.8,
+        context: &[],
+    },
+];
+
+pub const V4: &str = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}";
+pub const V6: &str = r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.[0-9]{1,3}){3})?";
 
 pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     let candidate = &text[start..end];

@@ -1,85 +1,161 @@
-//! What the redaction service looks for: one module per kind of entity, each a candidate regex
-//! plus a confirmation that the regex alone cannot express (octet ranges, Luhn, IPv6 syntax,
-//! the characters around a match).
+//! What the redaction service looks for: one module per family of entities, each a set of
+//! [`RuleSpec`]s — a candidate regex, what must be in a text before the regex is worth running
+//! (its [`Trigger`]), a confirmation the regex alone cannot express (Luhn, mod-97, octet ranges,
+//! a checksum, the characters around a match), a base score and the context words that raise it.
 //!
-//! The split keeps the regexes simple enough to run as one lazy DFA pass (see
-//! [`crate::engine`]) and keeps the judgement calls (is `2024-01-15 10` a phone number?) in
-//! plain Rust that unit tests can pin down.
+//! The split keeps the regexes simple enough for the lazy DFA, keeps the judgement calls (is
+//! `2024-01-15 10` a phone number?) in plain Rust that unit tests pin down, and lets the engine
+//! ([`crate::engine`]) skip every rule whose trigger is absent — most rules, for most texts.
 
+pub mod address;
 pub mod card;
+pub mod dob;
 pub mod email;
+pub mod iban;
 pub mod ip;
+pub mod mac;
+pub mod mcplane_key;
 pub mod phone;
-pub mod token;
+pub mod secrets;
+pub mod ssn;
 
-/// A kind of entity the redaction service masks; the names are the wire contract
-/// (`[REDACTED:<TYPE>]`, the keys of the redaction counts, `redaction.enabled_types`).
+/// A kind of entity the redaction service finds; the names are the wire contract (the token
+/// `<TYPE_n>`, the mask `[REDACTED:TYPE]`, the keys of the redaction counts and of the
+/// configuration). `Custom` holds the name of a configured pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EntityType {
     Email,
     Phone,
-    Ip,
     Card,
-    Token,
+    Iban,
+    Ssn,
+    Ip,
+    Mac,
+    Dob,
+    Address,
+    Person,
+    AwsAccessKey,
+    AwsSecretKey,
+    GithubToken,
+    GitlabToken,
+    SlackToken,
+    Jwt,
+    PrivateKey,
+    BasicAuth,
+    Password,
+    McplaneKey,
+    BearerToken,
+    ApiKey,
+    /// A per-deployment or per-tenant pattern; the name is interned once at start.
+    Custom(&'static str),
+}
+
+/// Whether an entity is personal data or a credential: credentials are never handed back and
+/// block a model answer that carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EntityClass {
+    Pii,
+    Secret,
 }
 
 impl EntityType {
-    pub const ALL: [EntityType; 5] = [
+    /// Every built-in type, in the order the counts and docs list them.
+    pub const ALL: [EntityType; 22] = [
         EntityType::Email,
         EntityType::Phone,
-        EntityType::Ip,
         EntityType::Card,
-        EntityType::Token,
+        EntityType::Iban,
+        EntityType::Ssn,
+        EntityType::Ip,
+        EntityType::Mac,
+        EntityType::Dob,
+        EntityType::Address,
+        EntityType::Person,
+        EntityType::AwsAccessKey,
+        EntityType::AwsSecretKey,
+        EntityType::GithubToken,
+        EntityType::GitlabToken,
+        EntityType::SlackToken,
+        EntityType::Jwt,
+        EntityType::PrivateKey,
+        EntityType::BasicAuth,
+        EntityType::Password,
+        EntityType::McplaneKey,
+        EntityType::BearerToken,
+        EntityType::ApiKey,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EntityType::Email => "EMAIL",
             EntityType::Phone => "PHONE",
-            EntityType::Ip => "IP",
             EntityType::Card => "CARD",
-            EntityType::Token => "TOKEN",
+            EntityType::Iban => "IBAN",
+            EntityType::Ssn => "SSN",
+            EntityType::Ip => "IP",
+            EntityType::Mac => "MAC",
+            EntityType::Dob => "DOB",
+            EntityType::Address => "ADDRESS",
+            EntityType::Person => "PERSON",
+            EntityType::AwsAccessKey => "AWS_ACCESS_KEY",
+            EntityType::AwsSecretKey => "AWS_SECRET_KEY",
+            EntityType::GithubToken => "GITHUB_TOKEN",
+            EntityType::GitlabToken => "GITLAB_TOKEN",
+            EntityType::SlackToken => "SLACK_TOKEN",
+            EntityType::Jwt => "JWT",
+            EntityType::PrivateKey => "PRIVATE_KEY",
+            EntityType::BasicAuth => "BASIC_AUTH",
+            EntityType::Password => "PASSWORD",
+            EntityType::McplaneKey => "MCPLANE_KEY",
+            EntityType::BearerToken => "BEARER_TOKEN",
+            EntityType::ApiKey => "API_KEY",
+            EntityType::Custom(name) => name,
         }
     }
 
-    /// The replacement text for a span of this type.
-    pub fn mask(self) -> &'static str {
+    pub fn class(self) -> EntityClass {
         match self {
-            EntityType::Email => "[REDACTED:EMAIL]",
-            EntityType::Phone => "[REDACTED:PHONE]",
-            EntityType::Ip => "[REDACTED:IP]",
-            EntityType::Card => "[REDACTED:CARD]",
-            EntityType::Token => "[REDACTED:TOKEN]",
+            EntityType::Email
+            | EntityType::Phone
+            | EntityType::Card
+            | EntityType::Iban
+            | EntityType::Ssn
+            | EntityType::Ip
+            | EntityType::Mac
+            | EntityType::Dob
+            | EntityType::Address
+            | EntityType::Person
+            | EntityType::Custom(_) => EntityClass::Pii,
+            _ => EntityClass::Secret,
         }
     }
 
-    /// Parses a type name as written in configuration (case-insensitive).
+    /// Parses a built-in type name as written in configuration (case-insensitive).
     pub fn from_name(name: &str) -> Option<EntityType> {
         EntityType::ALL
             .into_iter()
             .find(|t| t.as_str().eq_ignore_ascii_case(name.trim()))
     }
 
-    /// The candidate pattern of this type's detector.
-    pub fn pattern(self) -> &'static str {
-        match self {
-            EntityType::Email => email::PATTERN,
-            EntityType::Phone => phone::PATTERN,
-            EntityType::Ip => ip::PATTERN,
-            EntityType::Card => card::PATTERN,
-            EntityType::Token => token::PATTERN,
-        }
-    }
-
-    /// Confirms a candidate match at `start..end`, returning the span to mask (which may be
-    /// narrower than the candidate), or `None` when it is not an entity of this type.
-    pub fn confirm(self, text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
-        match self {
-            EntityType::Email => email::confirm(text, start, end),
-            EntityType::Phone => phone::confirm(text, start, end),
-            EntityType::Ip => ip::confirm(text, start, end),
-            EntityType::Card => card::confirm(text, start, end),
-            EntityType::Token => token::confirm(text, start, end),
+    /// The built-in types a configuration name stands for: a type, or a group (`PII`,
+    /// `SECRETS`, and `TOKEN`, the old name of the credential detector).
+    pub fn expand(name: &str) -> Option<Vec<EntityType>> {
+        let name = name.trim();
+        let class = if name.eq_ignore_ascii_case("PII") {
+            Some(EntityClass::Pii)
+        } else if name.eq_ignore_ascii_case("SECRETS") || name.eq_ignore_ascii_case("TOKEN") {
+            Some(EntityClass::Secret)
+        } else {
+            None
+        };
+        match class {
+            Some(c) => Some(
+                EntityType::ALL
+                    .into_iter()
+                    .filter(|t| t.class() == c)
+                    .collect(),
+            ),
+            None => EntityType::from_name(name).map(|t| vec![t]),
         }
     }
 }
@@ -106,6 +182,73 @@ impl Span {
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }
+}
+
+/// What must be present in a text before a rule's regex runs at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Any of these (ASCII case-insensitive) keywords, found by the one Aho-Corasick pass.
+    Keywords(&'static [&'static str]),
+    /// A run of at least this many digits, joined by at most two separators (` -./()+`) at a
+    /// time: the shape of every number-like entity.
+    Digits(u32),
+    /// At least three `digit.digit` joints (a dotted quad).
+    DottedDigits,
+    /// A digit, a space and a capital letter (`221 Baker`).
+    NumberThenCapital,
+    /// A `::` or at least five colons (an IPv6 address).
+    Ipv6Colons,
+    /// At least five colons or five dashes (a MAC address).
+    MacSeparators,
+}
+
+/// How a candidate is confirmed: returns the span to report (possibly narrower) or `None`.
+pub type Confirm = fn(&str, usize, usize) -> Option<(usize, usize)>;
+
+/// One detection rule as written in a detector module.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleSpec {
+    pub kind: EntityType,
+    pub pattern: &'static str,
+    pub trigger: Trigger,
+    pub confirm: Confirm,
+    /// Score of a confirmed candidate without context; the engine keeps it when it reaches
+    /// the threshold (0.5 by default), or when a context word nearby adds [`CONTEXT_BOOST`].
+    pub base: f32,
+    pub context: &'static [&'static str],
+}
+
+/// What a context word adds to a candidate's score (Presidio's default).
+pub const CONTEXT_BOOST: f32 = 0.35;
+
+/// Every built-in rule.
+pub fn builtin_rules() -> Vec<RuleSpec> {
+    let mut rules = vec![
+        email::RULE,
+        card::RULE,
+        iban::RULE,
+        mac::RULE,
+        address::RULE,
+    ];
+    rules.push(phone::RULE);
+    rules.extend_from_slice(&ssn::RULES);
+    rules.extend_from_slice(&ip::RULES);
+    rules.extend_from_slice(&dob::RULES);
+    // Before the generic assignment rule, which would claim `api_key=mcp_…` on a tie.
+    rules.push(mcplane_key::RULE);
+    rules.extend_from_slice(&secrets::RULES);
+    rules
+}
+
+/// Accepts a regex match as it is, when it stands apart from the words around it (custom
+/// patterns).
+pub fn confirm_standalone(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
+    let glued = byte_before(text, start).is_some_and(is_word)
+        && text.as_bytes().get(start).copied().is_some_and(is_word);
+    let glued_after = byte_at(text, end).is_some_and(is_word)
+        && end > 0
+        && text.as_bytes().get(end - 1).copied().is_some_and(is_word);
+    (!glued && !glued_after && end > start).then_some((start, end))
 }
 
 /// The byte before `at`, if any.
@@ -153,49 +296,37 @@ pub(crate) fn runs_in(text: &str, start: usize) -> bool {
     }
 }
 
-/// Finds the confirmed entities of `kind` in `text` with its compiled candidate regex. A
-/// rejected candidate only moves the search on by one character, so a near-miss such as a
-/// date right before a phone number cannot hide the phone number.
-pub(crate) fn scan(kind: EntityType, re: &regex::Regex, text: &str, out: &mut Vec<Span>) {
-    let mut pos = 0;
-    while pos <= text.len() {
-        let Some(m) = re.find_at(text, pos) else {
-            return;
-        };
-        pos = match kind.confirm(text, m.start(), m.end()) {
-            Some((start, end)) => {
-                out.push(Span { start, end, kind });
-                end.max(m.start() + 1)
-            }
-            None => m.start() + 1,
-        };
-        while pos < text.len() && !text.is_char_boundary(pos) {
-            pos += 1;
-        }
+/// Shannon entropy of `s` in bits per byte: random keys score 4-6, words 2-3.
+pub(crate) fn entropy(s: &str) -> f32 {
+    if s.is_empty() {
+        return 0.0;
     }
-}
-
-/// Compiles a candidate pattern: ASCII-only classes and word boundaries, so the lazy DFA can
-/// run it over any UTF-8 text without falling back to a slower engine.
-pub(crate) fn compile(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    regex::RegexBuilder::new(pattern)
-        .unicode(false)
-        .size_limit(32 * 1024 * 1024)
-        .build()
+    let mut counts = [0u16; 256];
+    for b in s.bytes() {
+        counts[usize::from(b)] = counts[usize::from(b)].saturating_add(1);
+    }
+    let n = s.len() as f32;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f32::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
 }
 
 #[cfg(test)]
 pub(crate) mod testing {
-    //! Runs one detector the way the engine does, for the per-detector unit tests.
+    //! Runs one type's rules the way the engine does, for the per-detector unit tests.
 
     use super::EntityType;
 
     /// The confirmed matches of `kind` in `text`, as strings.
     pub fn found(kind: EntityType, text: &str) -> Vec<String> {
-        let re = super::compile(kind.pattern()).unwrap();
-        let mut spans = Vec::new();
-        super::scan(kind, &re, text, &mut spans);
-        spans
+        let engine = crate::engine::Engine::builtin(&[kind]).unwrap();
+        engine
+            .find(text)
             .iter()
             .map(|s| text[s.start..s.end].to_string())
             .collect()

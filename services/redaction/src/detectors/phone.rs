@@ -5,7 +5,21 @@
 //! a national number must have a recognised shape and separators, every form needs 9 to 15
 //! digits, and a candidate glued to a neighbouring number or identifier is not a phone number.
 
-use super::{byte_before, runs_in, runs_on};
+use super::{byte_before, runs_in, runs_on, EntityType, RuleSpec, Trigger};
+
+/// Words that make a borderline number a phone number.
+const CONTEXT: &[&str] = &[
+    "phone", "call", "tel", "mobile", "cell", "fax", "sms", "whatsapp", "reach", "ring",
+];
+
+pub const RULE: RuleSpec = RuleSpec {
+    kind: EntityType::Phone,
+    pattern: PATTERN,
+    trigger: Trigger::Digits(9),
+    confirm,
+    base: 0.7,
+    context: CONTEXT,
+};
 
 pub const PATTERN: &str = concat!(
     // International: +cc then groups, optionally bracketed, with single separators.
