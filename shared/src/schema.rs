@@ -7,6 +7,7 @@ use schemars::{schema_for, Schema};
 
 use crate::body::alert::{CanonicalAlert, RawAlert};
 use crate::body::audit::{AuditEvent, Checkpoint};
+use crate::body::dead_letter::DeadLetter;
 use crate::body::exchange::{AiRequest, Exchange};
 use crate::body::incident::{IncidentEvent, IncidentSummary};
 use crate::body::usage::BudgetAlert;
@@ -30,6 +31,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("error.schema.json", schema_for!(ErrorBody)),
         ("budget_alert.schema.json", schema_for!(BudgetAlert)),
         ("checkpoint.schema.json", schema_for!(Checkpoint)),
+        ("dead_letter.schema.json", schema_for!(DeadLetter)),
     ]
 }
 

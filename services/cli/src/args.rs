@@ -149,7 +149,7 @@ pub struct DemoArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// gateway, auth, enrichment, redaction, model, audit, correlator or notifier.
+    /// gateway, auth, enrichment, redaction, model, audit, correlator, notifier or kafka-bridge.
     pub service: String,
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,

@@ -2,6 +2,7 @@
 
 pub mod alert;
 pub mod audit;
+pub mod dead_letter;
 pub mod exchange;
 pub mod incident;
 pub mod usage;
