@@ -43,6 +43,41 @@ pub enum Command {
     /// Write a nats-server authorization block: one user per service, per tenant an alert
     /// publisher and a chat integration, and a request client, each limited to its subjects.
     NatsConfig(NatsConfigArgs),
+    /// Load generators printing JSON figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Alerts/s ingested and correlated by the correlator, and the latency from an alert's
+    /// publish to the incident event that holds it.
+    Alerts(BenchAlertsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchAlertsArgs {
+    /// How many alerts to publish (each distinct).
+    #[arg(long, default_value_t = 100_000)]
+    pub alerts: u32,
+    /// Services they are spread over (one incident each).
+    #[arg(long, default_value_t = 10_000)]
+    pub services: u32,
+    /// The correlator's partitions.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// Publishes awaiting their JetStream ack at once.
+    #[arg(long, default_value_t = 4096)]
+    pub in_flight: u32,
+    /// Messages per consumer pull (`bus.batch_size`).
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: u32,
+    /// Gives up after this long.
+    #[arg(long, default_value_t = 300)]
+    pub max_seconds: u64,
+    /// An existing NATS server (default: start one in a temporary folder).
+    #[arg(long)]
+    pub nats: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

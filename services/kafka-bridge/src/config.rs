@@ -196,6 +196,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let c = parse(include_str!("../../../examples/kafka-bridge.toml")).unwrap();
+        assert_eq!(c.topics.len(), 2);
+        assert_eq!(c.route("alerts.shared").unwrap().tenant, None);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let err = |t: &str| parse(t).unwrap_err().key;
         assert_eq!(
