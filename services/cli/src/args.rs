@@ -72,6 +72,13 @@ pub struct BenchAlertsArgs {
     /// Messages per consumer pull (`bus.batch_size`).
     #[arg(long, default_value_t = 256)]
     pub batch_size: u32,
+    /// Run the correlator as an ingest-only replica (no partitions): measures normalising and
+    /// keying alone.
+    #[arg(long)]
+    pub ingest_only: bool,
+    /// Offered load in alerts/s; 0 publishes as fast as acks allow (capacity).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
     /// Gives up after this long.
     #[arg(long, default_value_t = 300)]
     pub max_seconds: u64,
