@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace against a real nats-server (installed if missing), with the
+# Runs every test of the workspace against a real nats-server (installed if missing), a real
+# Kafka-protocol broker (tansu) and Prometheus Alertmanager (both installed if missing), with the
 # official `openai` Python package the compatibility test drives (installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/ensure-nats.sh
 source scripts/ensure-nats.sh
+# shellcheck source=scripts/ensure-kafka.sh
+source scripts/ensure-kafka.sh
+# shellcheck source=scripts/ensure-alertmanager.sh
+source scripts/ensure-alertmanager.sh
 OPENAI_VERSION=3.57.0
 if [ "$(python3 -c 'import openai; print(openai.__version__)' 2>/dev/null || true)" != "$OPENAI_VERSION" ]; then
   echo "installing the openai Python package $OPENAI_VERSION (for the compatibility test)..." >&2

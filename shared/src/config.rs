@@ -234,7 +234,7 @@ impl Document {
                 continue;
             }
             let key = rest.to_ascii_lowercase().replace("__", ".");
-            self.set(&key, parse_scalar(&value));
+            self.set(&section_named(&key), parse_scalar(&value));
         }
     }
 
@@ -338,6 +338,18 @@ fn deserialize<T: DeserializeOwned>(value: toml::Value, key: &str) -> Result<T, 
     })
 }
 
+/// Environment names cannot hold `-`: `kafka_bridge.brokers` (from
+/// `MCPLANE_KAFKA_BRIDGE__BROKERS`) means the `[kafka-bridge]` section of the service of that name.
+fn section_named(key: &str) -> String {
+    if let Some((section, rest)) = key.split_once('.') {
+        let dashed = section.replace('_', "-");
+        if dashed != section && crate::Service::from_name(&dashed).is_some() {
+            return format!("{dashed}.{rest}");
+        }
+    }
+    key.to_string()
+}
+
 fn parse_scalar(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
@@ -374,11 +386,19 @@ mod tests {
         doc.apply_env([
             ("MCPLANE_DEMO__PORT".to_string(), "8080".to_string()),
             ("MCPLANE_BUS__URL".to_string(), "nats://h:1".to_string()),
+            (
+                "MCPLANE_KAFKA_BRIDGE__BROKERS".to_string(),
+                "k1:9092".to_string(),
+            ),
             ("OTHER".to_string(), "x".to_string()),
         ]);
         let cfg: ServiceConfig<Demo> = doc.service("demo").unwrap();
         assert_eq!(cfg.service.port, 8080);
         assert_eq!(cfg.common.bus.url, "nats://h:1");
+        assert_eq!(
+            doc.get("kafka-bridge.brokers").and_then(|v| v.as_str()),
+            Some("k1:9092")
+        );
     }
 
     #[test]

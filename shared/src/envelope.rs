@@ -32,6 +32,8 @@ pub enum Kind {
     BudgetAlert,
     /// A signed statement of a tenant's audit chain ([`crate::body::audit::Checkpoint`]).
     Checkpoint,
+    /// A record a bridge could never turn into an alert ([`crate::DeadLetter`]).
+    DeadLetter,
 }
 
 /// Ties a body type to its [`Kind`].

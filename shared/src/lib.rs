@@ -25,6 +25,7 @@ pub mod telemetry;
 pub use body::{
     alert::{AlertStatus, CanonicalAlert, RawAlert, Severity},
     audit::{AuditEvent, AuditOutcome},
+    dead_letter::{DeadLetter, RecordOrigin},
     exchange::{AiRequest, AiResponse, ContextItem, Exchange, RequestType, Usage},
     incident::{IncidentAlert, IncidentEvent, IncidentEventKind, IncidentSummary},
     usage::BudgetAlert,

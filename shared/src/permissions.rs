@@ -65,6 +65,7 @@ fn service_publishes(s: &Subjects, service: Service) -> Vec<String> {
             format!("{p}.summaries.>"),
         ],
         Service::Notifier => vec![claims],
+        Service::KafkaBridge => vec![format!("{p}.alerts.in.>"), s.alerts_dead_letter_all()],
     };
     if matches!(
         service,
@@ -85,7 +86,7 @@ pub fn users(
 ) -> Vec<NatsUser> {
     let p = subjects.prefix();
     let mut out = Vec::new();
-    for service in Service::ALL {
+    for service in Service::every() {
         let mut publish = vec![
             "$JS.API.>".to_string(),
             "$JS.ACK.>".to_string(),

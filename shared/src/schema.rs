@@ -8,6 +8,7 @@ use schemars::{schema_for, Schema};
 use crate::body::alert::{CanonicalAlert, RawAlert};
 use crate::body::audit::{AuditEvent, Checkpoint};
 use crate::body::catalog::{CatalogAnswer, CatalogQuery};
+use crate::body::dead_letter::DeadLetter;
 use crate::body::exchange::{AiRequest, Exchange};
 use crate::body::incident::{IncidentEvent, IncidentSummary};
 use crate::body::usage::BudgetAlert;
@@ -33,6 +34,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("checkpoint.schema.json", schema_for!(Checkpoint)),
         ("catalog_query.schema.json", schema_for!(CatalogQuery)),
         ("catalog_answer.schema.json", schema_for!(CatalogAnswer)),
+        ("dead_letter.schema.json", schema_for!(DeadLetter)),
     ]
 }
 

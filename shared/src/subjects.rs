@@ -19,6 +19,7 @@ pub enum Service {
     Audit,
     Correlator,
     Notifier,
+    KafkaBridge,
 }
 
 impl Service {
@@ -33,6 +34,20 @@ impl Service {
         Service::Notifier,
     ];
 
+    /// Workers that run only where they are configured (the Kafka bridge needs brokers and
+    /// topics); `mcplane up` starts them when their section says so.
+    pub const OPTIONAL: [Service; 1] = [Service::KafkaBridge];
+
+    /// Every worker, the always-on ones and the optional ones.
+    pub fn every() -> impl Iterator<Item = Service> {
+        Self::ALL.into_iter().chain(Self::OPTIONAL)
+    }
+
+    /// The service named `name` (as in `mcplane run <name>`).
+    pub fn from_name(name: &str) -> Option<Service> {
+        Self::every().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Service::Gateway => "gateway",
@@ -43,6 +58,7 @@ impl Service {
             Service::Audit => "audit",
             Service::Correlator => "correlator",
             Service::Notifier => "notifier",
+            Service::KafkaBridge => "kafka-bridge",
         }
     }
 }
@@ -160,6 +176,17 @@ impl Subjects {
 
     pub fn alerts_in_all(&self) -> String {
         format!("{}.alerts.in.>", self.prefix)
+    }
+
+    /// `mcplane.alerts.dead.<tenant>.<source>`: records a bridge could never turn into an alert
+    /// (not JSON, not the source's format), with a coded error, for an operator to inspect.
+    /// Outside `alerts.in`, so the correlator never consumes them.
+    pub fn alerts_dead_letter(&self, tenant: &str, source: &str) -> String {
+        format!("{}.alerts.dead.{}.{}", self.prefix, tenant, source)
+    }
+
+    pub fn alerts_dead_letter_all(&self) -> String {
+        format!("{}.alerts.dead.>", self.prefix)
     }
 
     /// Canonical alerts keyed onto partition `n`: `mcplane.alerts.part.<n>.<tenant>`.
@@ -314,6 +341,21 @@ mod tests {
             s.summaries("acme", "critical"),
             "mcplane.summaries.acme.critical"
         );
+        assert_eq!(
+            s.alerts_dead_letter("acme", "generic"),
+            "mcplane.alerts.dead.acme.generic"
+        );
+    }
+
+    #[test]
+    fn services_are_found_by_name() {
+        assert_eq!(
+            Service::from_name("kafka-bridge"),
+            Some(Service::KafkaBridge)
+        );
+        assert_eq!(Service::from_name("notifier"), Some(Service::Notifier));
+        assert_eq!(Service::from_name("kafka"), None);
+        assert_eq!(Service::every().count(), 9);
     }
 
     #[test]

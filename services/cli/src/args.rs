@@ -43,6 +43,48 @@ pub enum Command {
     /// Write a nats-server authorization block: one user per service, per tenant an alert
     /// publisher and a chat integration, and a request client, each limited to its subjects.
     NatsConfig(NatsConfigArgs),
+    /// Load generators printing JSON figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Alerts/s ingested and correlated by the correlator, and the latency from an alert's
+    /// publish to the incident event that holds it.
+    Alerts(BenchAlertsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchAlertsArgs {
+    /// How many alerts to publish (each distinct).
+    #[arg(long, default_value_t = 100_000)]
+    pub alerts: u32,
+    /// Services they are spread over (one incident each).
+    #[arg(long, default_value_t = 10_000)]
+    pub services: u32,
+    /// The correlator's partitions.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// Publishes awaiting their JetStream ack at once.
+    #[arg(long, default_value_t = 4096)]
+    pub in_flight: u32,
+    /// Messages per consumer pull (`bus.batch_size`).
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: u32,
+    /// Run the correlator as an ingest-only replica (no partitions): measures normalising and
+    /// keying alone.
+    #[arg(long)]
+    pub ingest_only: bool,
+    /// Offered load in alerts/s; 0 publishes as fast as acks allow (capacity).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
+    /// Gives up after this long.
+    #[arg(long, default_value_t = 300)]
+    pub max_seconds: u64,
+    /// An existing NATS server (default: start one in a temporary folder).
+    #[arg(long)]
+    pub nats: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -150,7 +192,7 @@ pub struct DemoArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// gateway, auth, enrichment, redaction, model, audit, correlator or notifier.
+    /// gateway, auth, enrichment, redaction, model, audit, correlator, notifier or kafka-bridge.
     pub service: String,
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,

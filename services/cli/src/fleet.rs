@@ -51,6 +51,7 @@ pub fn validate(doc: &Document) -> anyhow::Result<()> {
     doc.section::<mcplane_audit::config::Config>("audit")?;
     doc.section::<mcplane_correlator::config::Config>("correlator")?;
     doc.section::<mcplane_notifier::config::Config>("notifier")?;
+    doc.section::<mcplane_kafka_bridge::config::Config>("kafka-bridge")?;
     Ok(())
 }
 
@@ -70,7 +71,21 @@ pub fn spawn_service(
         Service::Audit => tokio::spawn(mcplane_audit::run(doc.service(name)?, shutdown)),
         Service::Correlator => tokio::spawn(mcplane_correlator::run(doc.service(name)?, shutdown)),
         Service::Notifier => tokio::spawn(mcplane_notifier::run(doc.service(name)?, shutdown)),
+        Service::KafkaBridge => {
+            tokio::spawn(mcplane_kafka_bridge::run(doc.service(name)?, shutdown))
+        }
     })
+}
+
+/// The always-on services, plus the optional ones whose section configures them (the Kafka
+/// bridge when it has topics).
+pub fn configured_services(doc: &Document) -> anyhow::Result<Vec<Service>> {
+    let mut services = Service::ALL.to_vec();
+    let bridge = doc.section::<mcplane_kafka_bridge::config::Config>("kafka-bridge")?;
+    if bridge.is_configured() {
+        services.push(Service::KafkaBridge);
+    }
+    Ok(services)
 }
 
 /// Which NATS server the fleet uses.
@@ -98,7 +113,8 @@ impl Fleet {
     /// Starts every service on the current runtime, with a nats-server of its own under
     /// `<data_dir>/nats` when `nats` says so.
     pub async fn start(doc: Document, nats: NatsChoice) -> anyhow::Result<Fleet> {
-        Self::start_services(doc, nats, &Service::ALL).await
+        let services = configured_services(&doc)?;
+        Self::start_services(doc, nats, &services).await
     }
 
     /// Starts only `services` (tests run one service as a separate process to kill it).
@@ -204,9 +220,7 @@ pub async fn up(args: FleetArgs) -> anyhow::Result<ExitCode> {
 
 /// `mcplane run <service>`: one service, as its own binary would run it.
 pub async fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let service = Service::ALL
-        .into_iter()
-        .find(|s| s.as_str() == args.service)
+    let service = Service::from_name(&args.service)
         .with_context(|| format!("unknown service {:?}", args.service))?;
     let fleet_args = FleetArgs {
         config: args.config,

@@ -6,6 +6,7 @@
 
 mod args;
 mod audit_cmd;
+mod bench_alerts;
 mod config_cmd;
 mod demo;
 pub mod fleet;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use args::{Cli, Command};
+pub use args::{BenchCommand, Cli, Command};
 
 /// Entry point of the `mcplane` binary (also used by the test suite's copy of it).
 pub fn main() -> ExitCode {
@@ -52,5 +53,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => runtime()?.block_on(config_cmd::push(cmd)),
         Command::Usage(args) => runtime()?.block_on(config_cmd::usage(args)),
         Command::NatsConfig(args) => nats_config_cmd::run(args),
+        Command::Bench(BenchCommand::Alerts(args)) => runtime()?.block_on(bench_alerts::run(args)),
     }
 }

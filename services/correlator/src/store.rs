@@ -5,8 +5,18 @@
 //! (an incident), `led/<key>` (a message already handled, with what it published, for
 //! redeliveries) and `out/<msg id>` (an outbox of publications decided by the summary timer but
 //! not yet confirmed sent). Everything is flushed before it is published or acked.
+//!
+//! Flushes are group commits: every write bumps a counter, and a flush first checks whether a
+//! flush that started after its writes already covered them. So a batch of alerts handled
+//! concurrently costs one fsync, not one each — and, more importantly, at most one flush per
+//! store is ever waiting. sled 0.34's `flush_async` parks a thread of sled's own small I/O pool
+//! until the data is stable, and the writes that would make it stable queue behind on that
+//! same pool: a burst of concurrent `flush_async` calls deadlocked the partition (sled issue
+//! 1308). The blocking `flush` therefore runs on tokio's blocking pool instead.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -43,6 +53,26 @@ pub struct Step<'a> {
 
 pub struct PartitionStore {
     db: sled::Db,
+    durability: Arc<Durability>,
+}
+
+/// Group commit bookkeeping: how many writes were made, and how many a flush has covered.
+#[derive(Default)]
+struct Durability {
+    written: AtomicU64,
+    flushed: AtomicU64,
+    /// One flush at a time; the others wait for it and usually find their writes covered.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Durability {
+    fn wrote(&self) {
+        self.written.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn covered(&self, written: u64) -> bool {
+        self.flushed.load(Ordering::SeqCst) >= written
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ServiceError> {
@@ -60,7 +90,12 @@ impl PartitionStore {
                 .cache_capacity(16 * 1024 * 1024)
                 .open()
             {
-                Ok(db) => return Ok(PartitionStore { db }),
+                Ok(db) => {
+                    return Ok(PartitionStore {
+                        db,
+                        durability: Arc::default(),
+                    })
+                }
                 Err(e) if started.elapsed() < OPEN_PATIENCE => {
                     tracing::debug!(dir = %dir.display(), error = %e, "partition folder busy, retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -126,6 +161,7 @@ impl PartitionStore {
             batch.insert(format!("{OUTBOX}{id}").as_bytes(), encode(p)?);
         }
         self.db.apply_batch(batch)?;
+        self.durability.wrote();
         Ok(())
     }
 
@@ -137,11 +173,26 @@ impl PartitionStore {
             batch.remove(format!("{OUTBOX}{id}").as_bytes());
         }
         self.db.apply_batch(batch)?;
+        self.durability.wrote();
         Ok(())
     }
 
+    /// Makes every write made so far durable: one fsync for all the callers waiting together.
     pub async fn flush_async(&self) -> Result<(), ServiceError> {
-        self.db.flush_async().await?;
+        let mine = self.durability.written.load(Ordering::SeqCst);
+        if self.durability.covered(mine) {
+            return Ok(());
+        }
+        let _turn = self.durability.turn.lock().await;
+        if self.durability.covered(mine) {
+            return Ok(()); // the flush we waited for covered our writes
+        }
+        let upto = self.durability.written.load(Ordering::SeqCst);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| ServiceError::storage(format!("flush task: {e}")))??;
+        self.durability.flushed.fetch_max(upto, Ordering::SeqCst);
         Ok(())
     }
 
@@ -160,6 +211,7 @@ impl PartitionStore {
             }
         }
         self.db.apply_batch(batch)?;
+        self.durability.wrote();
         Ok(n)
     }
 }
@@ -172,11 +224,18 @@ impl Ledger for PartitionStore {
 
     fn put(&self, key: &str, output: &[u8]) -> Result<(), ServiceError> {
         self.db.insert(format!("{LEDGER}{key}"), output)?;
+        self.durability.wrote();
         Ok(())
     }
 
+    /// Usually a no-op: handling a message already flushed its writes before publishing.
     fn flush(&self) -> Result<(), ServiceError> {
+        let upto = self.durability.written.load(Ordering::SeqCst);
+        if self.durability.covered(upto) {
+            return Ok(());
+        }
         self.db.flush()?;
+        self.durability.flushed.fetch_max(upto, Ordering::SeqCst);
         Ok(())
     }
 }

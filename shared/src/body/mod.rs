@@ -3,6 +3,7 @@
 pub mod alert;
 pub mod audit;
 pub mod catalog;
+pub mod dead_letter;
 pub mod exchange;
 pub mod incident;
 pub mod usage;

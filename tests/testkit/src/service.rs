@@ -59,3 +59,11 @@ impl Running {
             .expect("service stopped with an error");
     }
 }
+
+impl Running {
+    /// Kills the service as a crash would: its task is aborted mid-work, nothing drains and
+    /// nothing is committed or acknowledged on the way out.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
