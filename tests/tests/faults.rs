@@ -1,6 +1,6 @@
 //! The fault suite: a burst of AI requests while a worker is killed with `kill -9` and started
-//! again, while nats-server itself is killed and restarted on its JetStream folder, and while the
-//! model provider hangs. Every case checks the same books: every accepted request has exactly
+//! again, while nats-server itself is killed and restarted on its JetStream folder, while the
+//! model provider hangs, and while a worker's disk is full. Every case checks the same books: every accepted request has exactly
 //! one result, the provider was called exactly once per request, and the audit chain holds
 //! exactly one entry per request and stage and still verifies.
 //!
@@ -541,5 +541,75 @@ async fn a_hanging_provider_without_fallback_answers_a_coded_timeout() {
         "every request failed with a code: {codes:?}"
     );
     assert_eq!(stub.call_count(), ids.len(), "one call per request");
+    tf.stop().await;
+}
+
+/// The enrichment worker's disk "fills up" while it runs (its file-size limit drops to 8 KiB,
+/// so every sled write past that fails with `EFBIG`), a burst arrives, and the limit is lifted
+/// again, without a restart: every request is answered once the disk is writable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ledger_disk_delays_requests_and_the_worker_recovers_without_restart() {
+    let stub = StubProvider::start(Behavior::answer("Scale the checkout pool.")).await;
+    let config = fault_config(stub.url(), "");
+    let others: Vec<Service> = Service::ALL
+        .into_iter()
+        .filter(|s| {
+            *s != Service::Enrichment && *s != Service::Correlator && *s != Service::Notifier
+        })
+        .collect();
+    let mut tf = TestFleet::start(&others, |doc| overlay(doc, &config)).await;
+    let config_path = tf.data.path().join("enrichment-victim.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    // SIGXFSZ ignored (inherited through exec), so an oversized write fails instead of killing.
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg("trap '' XFSZ; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_mcplane-under-test"))
+        .args(["run", "enrichment", "--config"])
+        .arg(&config_path)
+        .args(["--nats", &tf.nats.url(), "--data"])
+        .arg(tf.data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let client = Client::start(&tf).await;
+    // Ready: one request all the way through.
+    let first = client.submit(10_000).await;
+    assert!(client.await_results(&[first]).await.is_empty());
+
+    let prlimit = |limit: &str| {
+        let ok = Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--fsize={limit}")])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "prlimit --fsize={limit}");
+    };
+    prlimit("8192:unlimited");
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(client.submit(i).await);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    prlimit("unlimited:unlimited");
+    let missing = client.await_results(&ids).await;
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(alive, "the worker kept running");
+    assert!(
+        missing.is_empty(),
+        "{} requests without a result",
+        missing.len()
+    );
+    let per = calls_per_request(&stub);
+    assert_eq!(
+        per.len(),
+        ids.len() + 1,
+        "every request reached the provider"
+    );
+    assert!(per.values().all(|n| *n == 1), "{per:?}");
     tf.stop().await;
 }
