@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against a real nats-server (installed if missing), a real
 # Kafka-protocol broker (tansu) and Prometheus Alertmanager (both installed if missing), with the
-# official `openai` Python package the compatibility test drives (installed if missing).
+# official `openai` Python package the compatibility test drives (installed if missing), then a
+# bounded fuzz run of every cargo-fuzz target (scripts/fuzz.sh, which installs cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/ensure-nats.sh
@@ -17,3 +18,5 @@ if [ "$(python3 -c 'import openai; print(openai.__version__)' 2>/dev/null || tru
     || python3 -m pip install --quiet --disable-pip-version-check --user "openai==$OPENAI_VERSION"
 fi
 cargo test --workspace --locked "$@"
+# A short fuzz run of every parser at the edge (20 s a target; MCPLANE_FUZZ_SECS=0 skips it).
+./scripts/fuzz.sh

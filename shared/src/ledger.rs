@@ -110,6 +110,37 @@ impl SledLedger {
     }
 }
 
+impl SledLedger {
+    /// sled 0.34 keeps the first I/O error it meets (a full or read-only disk) and refuses every
+    /// later operation on that database, so a worker would stay broken after the disk is freed.
+    /// Instead the failing generation is replaced by a fresh one (tried again on every failure,
+    /// so it succeeds once the disk takes writes). Its entries are given up: the ledger is a
+    /// cache, and JetStream's message-id window and the fleet-wide claims still stop duplicates.
+    fn after_storage_error(&self, error: sled::Error) -> ServiceError {
+        let error = ServiceError::from(error);
+        if let Err(e) = self.replace_current() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "ledger still not writable");
+        }
+        error
+    }
+
+    fn replace_current(&self) -> Result<(), ServiceError> {
+        let mut gens = self
+            .gens
+            .write()
+            .map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+        let stamp = Utc::now().timestamp().max(gens.current.0 + 1);
+        let fresh = open_db(&gen_dir(&self.dir, stamp)).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(gen_dir(&self.dir, stamp));
+        })?;
+        let (broken_stamp, broken) = std::mem::replace(&mut gens.current, (stamp, fresh));
+        drop(broken);
+        let _ = std::fs::remove_dir_all(gen_dir(&self.dir, broken_stamp));
+        tracing::warn!(dir = %self.dir.display(), generation = stamp, "ledger reopened after a storage error");
+        Ok(())
+    }
+}
+
 impl Ledger for SledLedger {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ServiceError> {
         let gens = self
@@ -128,21 +159,27 @@ impl Ledger for SledLedger {
     }
 
     fn put(&self, key: &str, output: &[u8]) -> Result<(), ServiceError> {
-        let gens = self
-            .gens
-            .read()
-            .map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
-        gens.current.1.insert(key, output)?;
-        Ok(())
+        let inserted = {
+            let gens = self
+                .gens
+                .read()
+                .map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+            gens.current.1.insert(key, output)
+        };
+        inserted
+            .map(|_| ())
+            .map_err(|e| self.after_storage_error(e))
     }
 
     fn flush(&self) -> Result<(), ServiceError> {
-        let gens = self
-            .gens
-            .read()
-            .map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
-        gens.current.1.flush()?;
-        Ok(())
+        let flushed = {
+            let gens = self
+                .gens
+                .read()
+                .map_err(|_| ServiceError::storage("ledger lock poisoned"))?;
+            gens.current.1.flush()
+        };
+        flushed.map(|_| ()).map_err(|e| self.after_storage_error(e))
     }
 
     fn maintain(&self) -> Result<(), ServiceError> {

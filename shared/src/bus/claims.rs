@@ -8,7 +8,15 @@
 //!
 //! A pending claim records when it was made, so a loser can tell an effect still in progress
 //! (wait and look again) from one whose owner died mid-effect (in doubt: never repeat blindly).
+//!
+//! It also records which process made it. A JetStream ack can be lost while the write itself is
+//! stored (nats-server restarted mid-publish): the create then looks failed to its maker, and
+//! the next delivery would find "someone's" pending claim and end in doubt although nothing was
+//! done. A process therefore knows its own claims: one it never saw won is taken over (nothing
+//! can have happened), and a result it could not record is recorded on the next delivery.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -36,6 +44,18 @@ pub enum Claim {
 #[derive(Clone)]
 pub struct Claims {
     kv: kv::Store,
+    /// This process's id in the pending claims it makes.
+    owner: String,
+    mine: Arc<Mutex<Mine>>,
+}
+
+/// The claims this process made and has not settled.
+#[derive(Default)]
+struct Mine {
+    /// Won and not yet completed or released: the effect may be in progress here.
+    held: HashSet<String>,
+    /// Completed here, but the record did not reach the bucket: recorded on the next look.
+    unrecorded: HashMap<String, Bytes>,
 }
 
 fn now_millis() -> i64 {
@@ -46,21 +66,40 @@ impl Claims {
     pub async fn open(bus: &Bus) -> Result<Self, ServiceError> {
         Ok(Claims {
             kv: bus.bucket(&bus.subjects.claims_bucket()).await?,
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            mine: Arc::default(),
         })
     }
 
+    fn mine(&self) -> std::sync::MutexGuard<'_, Mine> {
+        self.mine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn won(&self, key: &str) -> Claim {
+        self.mine().held.insert(key.to_string());
+        Claim::Won
+    }
+
     pub async fn claim(&self, key: &str) -> Result<Claim, ServiceError> {
-        let pending = Bytes::from(format!("pending:{}", now_millis()));
+        // What this process knows comes first: a server restarted with `kill -9` may have lost
+        // its last writes (claims included) even though it acknowledged them.
+        if let Some(known) = self.known_here(key).await? {
+            return Ok(known);
+        }
+        let pending = Bytes::from(format!("pending:{}:{}", now_millis(), self.owner));
         match self.kv.create(key, pending).await {
-            Ok(_) => Ok(Claim::Won),
+            Ok(_) => Ok(self.won(key)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 match self.kv.get(key).await.map_err(ServiceError::bus)? {
                     Some(v) if !v.starts_with(PENDING_PREFIX) => Ok(Claim::Done(v)),
                     Some(v) => {
-                        let since = std::str::from_utf8(&v[PENDING_PREFIX.len()..])
-                            .ok()
-                            .and_then(|s| s.parse::<i64>().ok())
-                            .unwrap_or(0);
+                        // `pending:<unix millis>[:<owner>]`
+                        let text = std::str::from_utf8(&v[PENDING_PREFIX.len()..]).unwrap_or("");
+                        let (since, owner) = text.split_once(':').unwrap_or((text, ""));
+                        if owner == self.owner {
+                            return self.own_pending(key).await;
+                        }
+                        let since = since.parse::<i64>().unwrap_or(0);
                         let age = u64::try_from(now_millis() - since).unwrap_or(0);
                         Ok(Claim::Pending {
                             age: Duration::from_millis(age),
@@ -76,18 +115,54 @@ impl Claims {
         }
     }
 
-    /// Records the result of a won claim.
+    /// A pending claim this process made: record a result it could not record before, wait
+    /// for an effect still in progress here, or take over a claim whose create looked failed.
+    async fn own_pending(&self, key: &str) -> Result<Claim, ServiceError> {
+        match self.known_here(key).await? {
+            Some(known) => Ok(known),
+            None => Ok(self.won(key)),
+        }
+    }
+
+    /// A claim this process holds: done here but not yet recorded (recorded now), or in
+    /// progress here. `None` when this process has nothing on it.
+    async fn known_here(&self, key: &str) -> Result<Option<Claim>, ServiceError> {
+        let unrecorded = self.mine().unrecorded.get(key).cloned();
+        if let Some(result) = unrecorded {
+            self.complete(key, result.clone()).await?;
+            return Ok(Some(Claim::Done(result)));
+        }
+        if self.mine().held.contains(key) {
+            return Ok(Some(Claim::Pending {
+                age: Duration::ZERO,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Records the result of a won claim. When the record cannot be written, the result is kept
+    /// here and recorded when the claim is next looked at.
     pub async fn complete(&self, key: &str, result: Bytes) -> Result<(), ServiceError> {
-        self.kv
-            .put(key, result)
-            .await
-            .map(|_| ())
-            .map_err(|e| ServiceError::bus(format!("complete claim {key}: {e}")))
+        match self.kv.put(key, result.clone()).await {
+            Ok(_) => {
+                let mut mine = self.mine();
+                mine.held.remove(key);
+                mine.unrecorded.remove(key);
+                Ok(())
+            }
+            Err(e) => {
+                self.mine().unrecorded.insert(key.to_string(), result);
+                Err(ServiceError::bus(format!("complete claim {key}: {e}")))
+            }
+        }
     }
 
     /// Gives a won claim back when the effect certainly did not happen (a refused connection,
     /// a retryable error), so that a later delivery may claim it again.
     pub async fn release(&self, key: &str) -> Result<(), ServiceError> {
+        // Not held any more either way: a purge that did not arrive leaves a pending claim of
+        // this process that nothing is working on, which the next delivery here takes over.
+        self.mine().held.remove(key);
         self.kv
             .purge(key)
             .await

@@ -129,6 +129,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server's process id while it runs (benchmarks read its RSS from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
