@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod health;
 pub mod openai;
 pub mod requests;
+pub mod sns;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
