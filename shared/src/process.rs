@@ -31,6 +31,12 @@ impl ServiceArgs {
     /// Loads the configuration document with the flags applied on top.
     pub fn document(&self) -> Result<Document, ServiceError> {
         let mut doc = Document::load(self.config.as_deref())?;
+        if let Some(base) = self.config.as_deref().and_then(std::path::Path::parent) {
+            // Files named in the configuration (the CMDB) are relative to the file itself.
+            for key in ["enrichment.cmdb_file", "correlator.cmdb_file"] {
+                doc.resolve_path(key, base);
+            }
+        }
         if let Some(url) = &self.nats {
             doc.set("bus.url", toml::Value::String(url.clone()));
         }

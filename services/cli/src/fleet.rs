@@ -30,6 +30,7 @@ pub fn document(args: &FleetArgs) -> anyhow::Result<Document> {
     if let Some(base) = path.as_deref().and_then(Path::parent) {
         // Files named in the configuration (the CMDB) are relative to the file itself.
         doc.resolve_path("enrichment.cmdb_file", base);
+        doc.resolve_path("correlator.cmdb_file", base);
     }
     if let Some(url) = &args.nats {
         doc.set("bus.url", toml::Value::String(url.clone()));
