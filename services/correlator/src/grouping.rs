@@ -837,6 +837,13 @@ mod tests {
         assert_eq!(inc.services(), ["checkout", "payments", "payments-db"]);
         let event = inc.event(mcplane_shared::IncidentEventKind::Updated);
         assert_eq!(event.root_service.as_deref(), Some("payments-db"));
+        assert!(
+            event
+                .title
+                .ends_with("(+2 more; probable root: payments-db)"),
+            "{}",
+            event.title
+        );
         // A second alert of a member service's group joins by its group key.
         assert_eq!(
             apply(

@@ -284,9 +284,15 @@ impl Incident {
         let Some(head) = self.headline() else {
             return format!("{}: incident", self.service);
         };
-        match self.alerts.len() {
-            1 => format!("{}: {}", self.service, head.summary),
-            n => format!("{}: {} (+{} more)", self.service, head.summary, n - 1),
+        match (self.alerts.len(), &self.root_service) {
+            (1, _) => format!("{}: {}", self.service, head.summary),
+            (n, Some(root)) => format!(
+                "{}: {} (+{} more; probable root: {root})",
+                self.service,
+                head.summary,
+                n - 1
+            ),
+            (n, None) => format!("{}: {} (+{} more)", self.service, head.summary, n - 1),
         }
     }
 
