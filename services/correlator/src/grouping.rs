@@ -11,7 +11,7 @@
 //! service; failing that, it opens one. A resolved alert that matches no open incident is
 //! ignored. Summary timing is Alertmanager's (see `notify`). Pure: `now` is a parameter.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -95,11 +95,23 @@ pub enum Due {
     Evict,
 }
 
-/// One partition's live incidents, by id, and the rules that group alerts into them.
+/// One partition's live incidents, by id, and the rules that group alerts into them; indexed
+/// by tenant and fingerprint and by tenant and group key, so routing an alert does not scan
+/// every incident (only a topology join, for the first alert of a group, does).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IncidentBook {
     incidents: BTreeMap<String, Incident>,
     rules: Rules,
+    by_fingerprint: HashMap<String, BTreeSet<String>>,
+    by_group: HashMap<String, BTreeSet<String>>,
+}
+
+fn index_key(tenant: &str, key: &str) -> String {
+    let mut k = String::with_capacity(tenant.len() + key.len() + 1);
+    k.push_str(tenant);
+    k.push('\n');
+    k.push_str(key);
+    k
 }
 
 fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
@@ -115,9 +127,50 @@ pub fn is_key_only(alert: &CanonicalAlert) -> bool {
 
 impl IncidentBook {
     pub fn new(incidents: impl IntoIterator<Item = Incident>, rules: Rules) -> Self {
-        IncidentBook {
-            incidents: incidents.into_iter().map(|i| (i.id.clone(), i)).collect(),
+        let mut book = IncidentBook {
             rules,
+            ..IncidentBook::default()
+        };
+        for incident in incidents {
+            book.index(&incident);
+            book.incidents.insert(incident.id.clone(), incident);
+        }
+        book
+    }
+
+    /// Adds the incident's fingerprints and group keys to the indexes (they only ever grow
+    /// while it lives).
+    fn index(&mut self, incident: &Incident) {
+        for a in &incident.alerts {
+            self.by_fingerprint
+                .entry(index_key(&incident.tenant, &a.fingerprint))
+                .or_default()
+                .insert(incident.id.clone());
+        }
+        for key in &incident.group_keys {
+            self.by_group
+                .entry(index_key(&incident.tenant, key))
+                .or_default()
+                .insert(incident.id.clone());
+        }
+    }
+
+    fn unindex(&mut self, incident: &Incident) {
+        let fingerprints = incident.alerts.iter().map(|a| (&a.fingerprint, true));
+        let groups = incident.group_keys.iter().map(|k| (k, false));
+        for (key, is_fingerprint) in fingerprints.chain(groups) {
+            let index = if is_fingerprint {
+                &mut self.by_fingerprint
+            } else {
+                &mut self.by_group
+            };
+            let k = index_key(&incident.tenant, key);
+            if let Some(ids) = index.get_mut(&k) {
+                ids.remove(&incident.id);
+                if ids.is_empty() {
+                    index.remove(&k);
+                }
+            }
         }
     }
 
@@ -130,7 +183,9 @@ impl IncidentBook {
     }
 
     pub fn remove(&mut self, id: &str) -> Option<Incident> {
-        self.incidents.remove(id)
+        let incident = self.incidents.remove(id)?;
+        self.unindex(&incident);
+        Some(incident)
     }
 
     pub fn len(&self) -> usize {
@@ -176,25 +231,29 @@ impl IncidentBook {
                 && i.resolved_at
                     .is_none_or(|at| elapsed(at, now) < policy.flapping.window)
         };
-        let by_fingerprint = self
-            .incidents
-            .values()
-            .filter(reopenable)
-            .filter(|i| i.contains(&alert.fingerprint))
+        let indexed = |index: &HashMap<String, BTreeSet<String>>, key: &str| {
+            index
+                .get(&index_key(&alert.tenant, key))
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.incidents.get(id))
+                .collect::<Vec<&Incident>>()
+        };
+        let by_fingerprint = indexed(&self.by_fingerprint, &alert.fingerprint)
+            .into_iter()
+            .filter(|i| reopenable(i))
             .filter(|i| key_only || i.group_keys.contains(&key))
-            .max_by(latest)
+            .max_by(|a, b| latest(a, b))
             .map(|i| i.id.clone());
         let joinable = alert.status == AlertStatus::Firing && !key_only;
         let target = by_fingerprint
             .or_else(|| {
                 joinable
                     .then(|| {
-                        self.incidents
-                            .values()
-                            .filter(open)
-                            .filter(recent)
-                            .filter(|i| i.group_keys.contains(&key))
-                            .max_by(latest)
+                        indexed(&self.by_group, &key)
+                            .into_iter()
+                            .filter(|i| open(i) && recent(i))
+                            .max_by(|a, b| latest(a, b))
                             .map(|i| i.id.clone())
                     })
                     .flatten()
@@ -219,9 +278,19 @@ impl IncidentBook {
             };
             let change = incident.record(alert, key_only, &policy.flapping, now);
             if !key_only {
-                incident.group_keys.insert(key);
+                incident.group_keys.insert(key.clone());
             }
             incident.root_service = root_of(topology, incident);
+            self.by_fingerprint
+                .entry(index_key(&alert.tenant, &alert.fingerprint))
+                .or_default()
+                .insert(id.clone());
+            if !key_only {
+                self.by_group
+                    .entry(index_key(&alert.tenant, &key))
+                    .or_default()
+                    .insert(id.clone());
+            }
             return match change {
                 Change::Counted => Outcome::Counted(id),
                 Change::Updated => Outcome::Updated(id),
@@ -234,6 +303,7 @@ impl IncidentBook {
         let id = incident_id(alert_id);
         let mut incident = Incident::open_group(id.clone(), alert, key, labels, now);
         incident.root_service = root_of(&self.rules.topology, &incident);
+        self.index(&incident);
         self.incidents.insert(id.clone(), incident);
         Outcome::Opened(id)
     }
@@ -912,5 +982,23 @@ mod tests {
         stray.fingerprint = "dedup-2".into();
         stray.status = Firing;
         assert_eq!(apply(&mut book, &stray, 6), Outcome::Ignored);
+    }
+
+    #[test]
+    fn the_indexes_follow_incidents_in_and_out_of_the_book() {
+        let mut book = IncidentBook::default();
+        let a = alert("api", "a", Firing, Severity::High);
+        let Outcome::Opened(first) = apply(&mut book, &a, 0) else {
+            panic!()
+        };
+        // Rebuilt from the stored incidents (a restart), the indexes route the same way.
+        let incidents: Vec<Incident> = book.iter().cloned().collect();
+        let mut reloaded = IncidentBook::new(incidents, Rules::default());
+        assert_eq!(reloaded, book);
+        assert_eq!(apply(&mut reloaded, &a, 1), Outcome::Counted(first.clone()));
+        // Removed (evicted), it no longer receives alerts; a new incident opens.
+        book.remove(&first);
+        assert_eq!(book, IncidentBook::default());
+        assert!(matches!(apply(&mut book, &a, 2), Outcome::Opened(second) if second != first));
     }
 }
