@@ -104,6 +104,11 @@ impl Topology {
         self.dependencies.is_empty()
     }
 
+    /// Whether `service` is in the CMDB.
+    pub fn contains(&self, service: &str) -> bool {
+        self.components.contains_key(service)
+    }
+
     /// The connected component `service` belongs to (its own name when not in the CMDB).
     pub fn component<'s>(&'s self, service: &'s str) -> &'s str {
         self.components.get(service).map_or(service, String::as_str)
@@ -128,7 +133,11 @@ impl Topology {
 
     /// Whether one of the two depends on the other.
     pub fn related(&self, a: &str, b: &str) -> bool {
-        a != b && (self.depends_on(a, b) || self.depends_on(b, a))
+        // Services in different components (or outside the CMDB) never are: a lookup, not a walk.
+        a != b
+            && self.contains(a)
+            && self.component(a) == self.component(b)
+            && (self.depends_on(a, b) || self.depends_on(b, a))
     }
 
     /// The probable root among alerting `services`: one none of whose (transitive) dependencies

@@ -259,17 +259,19 @@ impl IncidentBook {
                     .flatten()
             })
             .or_else(|| {
-                (joinable && self.rules.joins_topology())
-                    .then(|| {
-                        self.incidents
-                            .values()
-                            .filter(open)
-                            .filter(recent)
-                            .filter(|i| self.topology_joins(i, alert, &labels))
-                            .max_by(latest)
-                            .map(|i| i.id.clone())
-                    })
-                    .flatten()
+                (joinable
+                    && self.rules.joins_topology()
+                    && self.rules.topology.contains(&alert.service))
+                .then(|| {
+                    self.incidents
+                        .values()
+                        .filter(open)
+                        .filter(recent)
+                        .filter(|i| self.topology_joins(i, alert, &labels))
+                        .max_by(latest)
+                        .map(|i| i.id.clone())
+                })
+                .flatten()
             });
         if let Some(id) = target {
             let topology = &self.rules.topology;
