@@ -30,6 +30,7 @@ pub struct ServiceArgs {
 impl ServiceArgs {
     /// Loads the configuration document with the flags applied on top.
     pub fn document(&self) -> Result<Document, ServiceError> {
+        // Files the configuration names are resolved against its folder (`config::PATH_KEYS`).
         let mut doc = Document::load(self.config.as_deref())?;
         if let Some(url) = &self.nats {
             doc.set("bus.url", toml::Value::String(url.clone()));

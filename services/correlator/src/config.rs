@@ -4,6 +4,8 @@
 //! `partitions` must be the same on every replica (it decides where an alert's state lives);
 //! `owned_partitions` differs per replica so that together they cover every partition once.
 
+use std::path::PathBuf;
+
 use mcplane_shared::config::{ConfigError, Validate};
 use mcplane_shared::Severity;
 use serde::Deserialize;
@@ -16,14 +18,32 @@ pub struct Config {
     /// The partitions this replica owns; `None` means all of them. An empty list makes an
     /// ingest-only replica.
     pub owned_partitions: Option<Vec<u32>>,
-    /// An alert joins an open incident of its tenant and service whose last alert arrived
-    /// within this many seconds.
+    /// What makes alerts one group, as Alertmanager's `group_by`: canonical fields (`service`,
+    /// `source`, `severity`, `resource`) or label names; `["..."]` groups by all labels.
+    pub group_by: Vec<String>,
+    /// An alert joins an open incident of its group (or of a dependent service, see
+    /// `cmdb_file`) whose last alert arrived within this many seconds.
     pub group_window_secs: u64,
     /// How long after an incident opens before its first summary is asked for, so that a
-    /// burst of alerts becomes one summary.
+    /// burst of alerts becomes one summary (Alertmanager's `group_wait`).
     pub group_wait_ms: u64,
-    /// The least time between two summaries of one incident.
+    /// How often an incident's alerts are looked at again for a new summary after the first
+    /// (Alertmanager's `group_interval`).
     pub group_interval_secs: u64,
+    /// An unchanged incident is summarised again after this long (Alertmanager's
+    /// `repeat_interval`).
+    pub repeat_interval_secs: u64,
+    /// Whether alerts resolving (and the incident resolving) are summarised too (Alertmanager's
+    /// `send_resolved`).
+    pub send_resolved: bool,
+    /// An alert changing state this many times within `flap_window_secs` is flapping: its
+    /// further changes are counted, not turned into incident updates, until it settles.
+    pub flap_threshold: u32,
+    pub flap_window_secs: u64,
+    /// A CMDB file (`[[services]]` with `name` and `dependencies`, e.g. `examples/cmdb.toml`):
+    /// alerts on services that depend on each other join one incident within the window, and
+    /// the incident names the probable root service. Every replica must read the same file.
+    pub cmdb_file: Option<PathBuf>,
     /// The key the correlator presents to the pipeline when asking for a summary. Without it
     /// summaries are assembled without AI and marked degraded.
     pub service_account_key: Option<String>,
@@ -39,9 +59,15 @@ impl Default for Config {
         Config {
             partitions: 8,
             owned_partitions: None,
+            group_by: vec!["service".to_string()],
             group_window_secs: 600,
             group_wait_ms: 2000,
             group_interval_secs: 300,
+            repeat_interval_secs: 4 * 3600,
+            send_resolved: true,
+            flap_threshold: 4,
+            flap_window_secs: 600,
+            cmdb_file: None,
             service_account_key: None,
             escalate_min_severity: Severity::Info,
             summary_timeout_secs: 120,
@@ -103,6 +129,36 @@ impl Validate for Config {
                 key("group_wait_ms"),
                 "must be at most 3600000 (one hour)",
             ));
+        }
+        if self.group_by.is_empty()
+            || self
+                .group_by
+                .iter()
+                .any(|g| g.trim().is_empty() || (g == "..." && self.group_by.len() > 1))
+        {
+            return Err(ConfigError::new(
+                key("group_by"),
+                "must list field or label names, or be [\"...\"] alone",
+            ));
+        }
+        if self.group_interval_secs == 0 {
+            return Err(ConfigError::new(key("group_interval_secs"), "must be > 0"));
+        }
+        if self.repeat_interval_secs == 0 {
+            return Err(ConfigError::new(key("repeat_interval_secs"), "must be > 0"));
+        }
+        if self.flap_threshold < 2 {
+            return Err(ConfigError::new(
+                key("flap_threshold"),
+                "must be at least 2",
+            ));
+        }
+        if self.flap_window_secs == 0 {
+            return Err(ConfigError::new(key("flap_window_secs"), "must be > 0"));
+        }
+        if let Some(path) = &self.cmdb_file {
+            mcplane_shared::topology::Topology::load(path)
+                .map_err(|e| ConfigError::new(key("cmdb_file"), e))?;
         }
         if self.summary_timeout_secs == 0 {
             return Err(ConfigError::new(key("summary_timeout_secs"), "must be > 0"));
@@ -179,5 +235,18 @@ mod tests {
             "correlator.escalate_min_severity"
         );
         assert!(err("[correlator]\ngroup_windw_secs = 1\n").starts_with("correlator"));
+        assert_eq!(err("[correlator]\ngroup_by = []\n"), "correlator.group_by");
+        assert_eq!(
+            err("[correlator]\ngroup_by = [\"...\", \"service\"]\n"),
+            "correlator.group_by"
+        );
+        assert_eq!(
+            err("[correlator]\nflap_threshold = 1\n"),
+            "correlator.flap_threshold"
+        );
+        assert_eq!(
+            err("[correlator]\ncmdb_file = \"/nonexistent/cmdb.toml\"\n"),
+            "correlator.cmdb_file"
+        );
     }
 }

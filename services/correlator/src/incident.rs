@@ -1,10 +1,16 @@
-//! One incident: the distinct alerts of one tenant's service that arrived close together, their
-//! lifecycle (open, updated, resolved) and where its summaries stand.
+//! One incident: the distinct alerts of one group (and of groups of dependent services) that
+//! arrived close together, their lifecycle (open, updated, resolved) and where its summaries
+//! stand.
 //!
 //! Pure state and transitions: no I/O and no clock, `now` is always a parameter. Only material
 //! changes (a new alert, an alert resolving or firing again) bump the revision; repeats are
 //! counted on the alert they repeat, so a burst of identical notifications changes nothing a
-//! person would be told about.
+//! person would be told about. An alert changing state `threshold` times within the flap
+//! window is flapping: its further changes are counted too, and it counts as firing, until it
+//! has been quiet for a window and [`Incident::settle`] tells its final state once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mcplane_shared::{
@@ -13,6 +19,8 @@ use mcplane_shared::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+use crate::notify::NotifyLog;
 
 /// Links kept per incident (generator URLs, runbooks); enough for a notification.
 const MAX_LINKS: usize = 10;
@@ -37,6 +45,36 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub summaries: SummaryState,
+    /// The keys of the groups in the incident (`{service="checkout"}`); several when the
+    /// topology joined groups of dependent services.
+    #[serde(default)]
+    pub group_keys: BTreeSet<String>,
+    /// The group labels of the group that opened it.
+    #[serde(default)]
+    pub group_labels: BTreeMap<String, String>,
+    /// The probable root service, per the CMDB (set by the book, which knows the topology).
+    #[serde(default)]
+    pub root_service: Option<String>,
+    /// Recent state changes per alert fingerprint, for flap detection.
+    #[serde(default)]
+    pub state_changes: BTreeMap<String, Vec<DateTime<Utc>>>,
+}
+
+/// When an alert is flapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flapping {
+    /// State changes within `window` that make an alert flapping.
+    pub threshold: u32,
+    pub window: Duration,
+}
+
+impl Default for Flapping {
+    fn default() -> Self {
+        Flapping {
+            threshold: 4,
+            window: Duration::from_secs(600),
+        }
+    }
 }
 
 /// Where an incident's summaries stand.
@@ -46,8 +84,15 @@ pub struct SummaryState {
     pub pending: Option<PendingSummary>,
     /// The newest revision a summary was published for.
     pub last_revision: Option<u32>,
-    /// When that summary was decided (the group interval runs from here).
+    /// When that summary was decided.
     pub last_at: Option<DateTime<Utc>>,
+    /// When the incident's alerts were last looked at for a summary (the group interval runs
+    /// from here; the first look is `group_wait` after opening).
+    #[serde(default)]
+    pub last_flush_at: Option<DateTime<Utc>>,
+    /// What the last summary told (Alertmanager's notification log entry).
+    #[serde(default)]
+    pub log: Option<NotifyLog>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,7 +106,8 @@ pub struct PendingSummary {
 /// What recording one alert did to an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// A repeat of an alert already in the incident with the same status.
+    /// A repeat of an alert already in the incident with the same status, or a state change
+    /// of a flapping alert (damped).
     Counted,
     /// A new alert, or an alert that resolved or fired again.
     Updated,
@@ -90,6 +136,24 @@ pub fn incident_id(first_alert: Uuid) -> String {
 impl Incident {
     /// A new incident holding `alert`, its first.
     pub fn open(id: String, alert: &CanonicalAlert, now: DateTime<Utc>) -> Incident {
+        let group_labels = BTreeMap::from([("service".to_string(), alert.service.clone())]);
+        Incident::open_group(
+            id,
+            alert,
+            crate::rules::group_key(&group_labels),
+            group_labels,
+            now,
+        )
+    }
+
+    /// A new incident holding `alert`, opening the group `group_key` with `group_labels`.
+    pub fn open_group(
+        id: String,
+        alert: &CanonicalAlert,
+        group_key: String,
+        group_labels: BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Incident {
         let mut incident = Incident {
             id,
             tenant: alert.tenant.clone(),
@@ -102,6 +166,10 @@ impl Incident {
             last_alert_at: now,
             resolved_at: None,
             summaries: SummaryState::default(),
+            group_keys: BTreeSet::from([group_key]),
+            group_labels,
+            root_service: None,
+            state_changes: BTreeMap::new(),
         };
         incident.add_links(alert);
         incident
@@ -115,11 +183,84 @@ impl Incident {
         self.alerts.iter().any(|a| a.fingerprint == fingerprint)
     }
 
+    /// Alerts firing, flapping ones included (a flapping alert is not known to be over).
     pub fn firing(&self) -> usize {
-        self.alerts
+        self.alerts.iter().filter(|a| is_firing(a)).count()
+    }
+
+    /// Every service with an alert here, sorted.
+    pub fn services(&self) -> Vec<String> {
+        let set: BTreeSet<&str> = self.alerts.iter().map(|a| a.service.as_str()).collect();
+        set.into_iter().map(str::to_string).collect()
+    }
+
+    /// The services with a firing alert (all services once everything resolved), sorted.
+    pub fn alerting_services(&self) -> Vec<&str> {
+        let firing: BTreeSet<&str> = self
+            .alerts
             .iter()
-            .filter(|a| a.status == AlertStatus::Firing)
-            .count()
+            .filter(|a| is_firing(a))
+            .map(|a| a.service.as_str())
+            .collect();
+        if firing.is_empty() {
+            self.alerts
+                .iter()
+                .map(|a| a.service.as_str())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        } else {
+            firing.into_iter().collect()
+        }
+    }
+
+    /// The fingerprints firing and resolved now, for the notification dedup stage.
+    pub fn notify_sets(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let (firing, resolved): (Vec<&IncidentAlert>, Vec<&IncidentAlert>) =
+            self.alerts.iter().partition(|a| is_firing(a));
+        let names = |v: Vec<&IncidentAlert>| v.into_iter().map(|a| a.fingerprint.clone()).collect();
+        (names(firing), names(resolved))
+    }
+
+    /// Whether a flapping alert has been quiet for the flap window, so its state can be told.
+    pub fn settle_due(&self, flapping: &Flapping, now: DateTime<Utc>) -> bool {
+        self.alerts.iter().any(|a| {
+            a.flapping
+                && self
+                    .state_changes
+                    .get(&a.fingerprint)
+                    .and_then(|c| c.last())
+                    .is_none_or(|last| elapsed(*last, now) >= flapping.window)
+        })
+    }
+
+    /// Ends the flapping of alerts quiet for the flap window, telling their state as one
+    /// material change; returns what happened to the incident, if anything.
+    pub fn settle(&mut self, flapping: &Flapping, now: DateTime<Utc>) -> Option<Change> {
+        let mut settled = false;
+        for a in &mut self.alerts {
+            let quiet = self
+                .state_changes
+                .get(&a.fingerprint)
+                .and_then(|c| c.last())
+                .is_none_or(|last| elapsed(*last, now) >= flapping.window);
+            if a.flapping && quiet {
+                a.flapping = false;
+                settled = true;
+                self.state_changes.remove(&a.fingerprint);
+            }
+        }
+        if !settled {
+            return None;
+        }
+        self.revision = self.revision.saturating_add(1);
+        self.updated_at = now;
+        if self.firing() == 0 {
+            self.resolved_at = Some(now);
+            Some(Change::Resolved)
+        } else {
+            Some(Change::Updated)
+        }
     }
 
     /// Notifications received in all, repeats included.
@@ -130,7 +271,7 @@ impl Incident {
     /// The alert that speaks for the incident: the most severe firing one (earliest first on
     /// ties), or the most severe of all once everything resolved.
     pub fn headline(&self) -> Option<&IncidentAlert> {
-        let key = |a: &&IncidentAlert| (a.status != AlertStatus::Firing, a.severity, a.first_seen);
+        let key = |a: &&IncidentAlert| (!is_firing(a), a.severity, a.first_seen);
         self.alerts.iter().min_by_key(key)
     }
 
@@ -143,14 +284,28 @@ impl Incident {
         let Some(head) = self.headline() else {
             return format!("{}: incident", self.service);
         };
-        match self.alerts.len() {
-            1 => format!("{}: {}", self.service, head.summary),
-            n => format!("{}: {} (+{} more)", self.service, head.summary, n - 1),
+        match (self.alerts.len(), &self.root_service) {
+            (1, _) => format!("{}: {}", self.service, head.summary),
+            (n, Some(root)) => format!(
+                "{}: {} (+{} more; probable root: {root})",
+                self.service,
+                head.summary,
+                n - 1
+            ),
+            (n, None) => format!("{}: {} (+{} more)", self.service, head.summary, n - 1),
         }
     }
 
-    /// Records one alert that belongs here (the caller chose this incident).
-    pub fn record(&mut self, alert: &CanonicalAlert, now: DateTime<Utc>) -> Change {
+    /// Records one alert that belongs here (the caller chose this incident). A `key_only`
+    /// alert (a PagerDuty acknowledge or resolve) names its alert by fingerprint alone, so it
+    /// changes the status but not what the alert is about.
+    pub fn record(
+        &mut self,
+        alert: &CanonicalAlert,
+        key_only: bool,
+        flapping: &Flapping,
+        now: DateTime<Utc>,
+    ) -> Change {
         self.last_alert_at = now;
         self.add_links(alert);
         let change = match self
@@ -161,12 +316,35 @@ impl Incident {
             Some(existing) => {
                 existing.count = existing.count.saturating_add(1);
                 existing.last_seen = now;
-                existing.summary = alert.summary.clone();
+                if !key_only {
+                    existing.summary = alert.summary.clone();
+                }
                 if existing.status == alert.status {
                     return Change::Counted;
                 }
                 existing.status = alert.status;
-                existing.severity = alert.severity;
+                if !key_only {
+                    existing.severity = alert.severity;
+                }
+                let changes = self
+                    .state_changes
+                    .entry(alert.fingerprint.clone())
+                    .or_default();
+                changes.retain(|t| elapsed(*t, now) < flapping.window);
+                changes.push(now);
+                let was_flapping = existing.flapping;
+                if changes.len() >= flapping.threshold as usize {
+                    existing.flapping = true;
+                }
+                if existing.flapping {
+                    if !was_flapping {
+                        // Told once: from now on its changes are damped until it settles.
+                        self.revision = self.revision.saturating_add(1);
+                        self.updated_at = now;
+                        return Change::Updated;
+                    }
+                    return Change::Counted;
+                }
                 Change::Updated
             }
             None => {
@@ -193,6 +371,8 @@ impl Incident {
             event: kind,
             revision: self.revision,
             service: self.service.clone(),
+            services: self.services(),
+            root_service: self.root_service.clone(),
             severity: self.severity(),
             title: self.title(),
             alerts: self.alerts.clone(),
@@ -225,7 +405,16 @@ fn new_alert(alert: &CanonicalAlert, now: DateTime<Utc>) -> IncidentAlert {
         count: 1,
         first_seen: now,
         last_seen: now,
+        flapping: false,
     }
+}
+
+fn is_firing(a: &IncidentAlert) -> bool {
+    a.status == AlertStatus::Firing || a.flapping
+}
+
+fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (now - since).to_std().unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]
@@ -284,12 +473,16 @@ pub(crate) mod tests {
         assert_eq!(inc.title(), "checkout: a on checkout");
         inc.record(
             &alert("checkout", "b", AlertStatus::Firing, Severity::Critical),
+            false,
+            &Flapping::default(),
             at(1),
         );
         assert_eq!(inc.severity(), Severity::Critical);
         assert_eq!(inc.title(), "checkout: b on checkout (+1 more)");
         inc.record(
             &alert("checkout", "b", AlertStatus::Resolved, Severity::Critical),
+            false,
+            &Flapping::default(),
             at(2),
         );
         assert_eq!(inc.severity(), Severity::Warning);
@@ -306,11 +499,15 @@ pub(crate) mod tests {
         );
         inc.record(
             &alert("api", "b", AlertStatus::Firing, Severity::High),
+            false,
+            &Flapping::default(),
             at(1),
         );
         assert_eq!(
             inc.record(
                 &alert("api", "a", AlertStatus::Resolved, Severity::High),
+                false,
+                &Flapping::default(),
                 at(2)
             ),
             Change::Updated
@@ -318,11 +515,86 @@ pub(crate) mod tests {
         assert_eq!(
             inc.record(
                 &alert("api", "a", AlertStatus::Firing, Severity::High),
+                false,
+                &Flapping::default(),
                 at(3)
             ),
             Change::Updated
         );
         assert_eq!(inc.firing(), 2);
         assert_eq!(inc.notifications(), 4);
+    }
+
+    #[test]
+    fn a_flapping_alert_is_told_once_then_damped_until_it_settles() {
+        let flap = Flapping {
+            threshold: 3,
+            window: Duration::from_secs(60),
+        };
+        let fire = alert("api", "a", AlertStatus::Firing, Severity::High);
+        let ok = alert("api", "a", AlertStatus::Resolved, Severity::High);
+        let mut inc = Incident::open("i".into(), &fire, at(0));
+        assert_eq!(inc.record(&ok, false, &flap, at(1)), Change::Resolved);
+        assert_eq!(inc.record(&fire, false, &flap, at(2)), Change::Updated);
+        // The third change within the window: flapping, told once, incident not resolved.
+        assert_eq!(inc.record(&ok, false, &flap, at(3)), Change::Updated);
+        assert!(inc.alerts[0].flapping);
+        assert!(!inc.is_resolved());
+        let revision = inc.revision;
+        for s in 4..20 {
+            let a = if s % 2 == 0 { &fire } else { &ok };
+            assert_eq!(
+                inc.record(a, false, &flap, at(s)),
+                Change::Counted,
+                "flap {s}"
+            );
+        }
+        assert_eq!(inc.revision, revision, "no incident update per flap");
+        assert_eq!(inc.alerts[0].count, 20);
+        // Last change at 19 (resolved): quiet for the window at 79, then told as resolved.
+        assert!(!inc.settle_due(&flap, at(78)));
+        assert!(inc.settle_due(&flap, at(79)));
+        assert_eq!(inc.settle(&flap, at(79)), Some(Change::Resolved));
+        assert_eq!(inc.revision, revision + 1);
+        assert!(!inc.alerts[0].flapping);
+        assert!(inc.is_resolved());
+        assert_eq!(inc.settle(&flap, at(80)), None);
+    }
+
+    #[test]
+    fn changes_spread_wider_than_the_window_are_not_flapping() {
+        let flap = Flapping {
+            threshold: 3,
+            window: Duration::from_secs(60),
+        };
+        let fire = alert("api", "a", AlertStatus::Firing, Severity::High);
+        let ok = alert("api", "a", AlertStatus::Resolved, Severity::High);
+        let mut inc = Incident::open("i".into(), &fire, at(0));
+        let b = alert("api", "b", AlertStatus::Firing, Severity::High);
+        inc.record(&b, false, &flap, at(0));
+        for (i, s) in (1..8).map(|i| (i, i * 40)) {
+            let a = if i % 2 == 0 { &fire } else { &ok };
+            assert_eq!(
+                inc.record(a, false, &flap, at(s)),
+                Change::Updated,
+                "change {i}"
+            );
+        }
+        assert!(!inc.alerts[0].flapping);
+    }
+
+    #[test]
+    fn a_key_only_resolve_keeps_what_the_alert_is_about() {
+        let fire = alert("payments", "k", AlertStatus::Firing, Severity::Critical);
+        let mut inc = Incident::open("i".into(), &fire, at(0));
+        let mut resolve = alert("unknown", "k", AlertStatus::Resolved, Severity::Info);
+        resolve.summary = "resolve k".into();
+        assert_eq!(
+            inc.record(&resolve, true, &Flapping::default(), at(1)),
+            Change::Resolved
+        );
+        assert_eq!(inc.alerts[0].summary, "k on payments");
+        assert_eq!(inc.alerts[0].severity, Severity::Critical);
+        assert_eq!(inc.alerts[0].service, "payments");
     }
 }

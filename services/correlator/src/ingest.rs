@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::partition::partition_of;
+use crate::grouping::is_key_only;
+use crate::partition::partition_of_key;
+use crate::rules::Rules;
 
 /// The stage name in `Nats-Msg-Id`s of canonical alerts.
 pub const STAGE: &str = "normalize";
@@ -27,6 +29,7 @@ pub const STAGE: &str = "normalize";
 pub struct Ingest {
     pub bus: Bus,
     pub partitions: u32,
+    pub rules: Rules,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -106,26 +109,41 @@ impl Ingest {
         };
         let canonical = alerts::normalize(source, tenant, payload, received_at)
             .map_err(|e| format!("{subject}: {} ({}): {}", e.code, key, e.message))?;
-        canonical
-            .into_iter()
-            .enumerate()
-            .map(|(i, alert)| {
-                let partition = partition_of(tenant, &alert.service, self.partitions);
-                let mut env = match &raw {
-                    Some(raw) => raw.derive(alert),
-                    None => Envelope::new(tenant, alert),
-                };
-                env.tenant = tenant.to_string();
+        let mut pubs = Vec::with_capacity(canonical.len());
+        for (i, alert) in canonical.into_iter().enumerate() {
+            // A key-only PagerDuty acknowledge/resolve does not say which service its trigger
+            // was about, so it goes to every partition; the one holding the key applies it and
+            // the others ignore it.
+            let partitions: Vec<u32> = if is_key_only(&alert) {
+                (0..self.partitions).collect()
+            } else {
+                vec![partition_of_key(
+                    &self.rules.partition_key(&alert),
+                    self.partitions,
+                )]
+            };
+            let broadcast = partitions.len() > 1;
+            let mut env = match &raw {
+                Some(raw) => raw.derive(alert),
+                None => Envelope::new(tenant, alert),
+            };
+            env.tenant = tenant.to_string();
+            for partition in partitions {
                 let mut p = Publication::envelope(
                     self.bus.subjects.alerts_partition(partition, tenant),
                     &env,
                     STAGE,
                 )
                 .map_err(|e| e.to_string())?;
-                p.msg_id = Some(format!("{key}:{i}:{STAGE}"));
-                Ok(p)
-            })
-            .collect()
+                p.msg_id = Some(if broadcast {
+                    format!("{key}:{i}:p{partition}:{STAGE}")
+                } else {
+                    format!("{key}:{i}:{STAGE}")
+                });
+                pubs.push(p);
+            }
+        }
+        Ok(pubs)
     }
 }
 

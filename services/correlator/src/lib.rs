@@ -13,8 +13,10 @@ pub mod config;
 pub mod grouping;
 pub mod incident;
 pub mod ingest;
+pub mod notify;
 pub mod owner;
 pub mod partition;
+pub mod rules;
 pub mod store;
 pub mod summary;
 
@@ -29,9 +31,12 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::grouping::Policy;
+use crate::incident::Flapping;
 use crate::ingest::Ingest;
 use crate::owner::PartitionOwner;
+use crate::rules::{GroupBy, Rules};
 use crate::store::PartitionStore;
+use mcplane_shared::topology::Topology;
 
 impl Config {
     /// The grouping and summary timing this configuration asks for.
@@ -40,9 +45,28 @@ impl Config {
             window: Duration::from_secs(self.group_window_secs),
             group_wait: Duration::from_millis(self.group_wait_ms),
             group_interval: Duration::from_secs(self.group_interval_secs),
+            repeat_interval: Duration::from_secs(self.repeat_interval_secs),
+            send_resolved: self.send_resolved,
+            flapping: Flapping {
+                threshold: self.flap_threshold,
+                window: Duration::from_secs(self.flap_window_secs),
+            },
             min_severity: self.escalate_min_severity,
             summary_timeout: Duration::from_secs(self.summary_timeout_secs),
         }
+    }
+
+    /// The grouping rules, with the CMDB topology read from `cmdb_file`.
+    pub fn rules(&self) -> Result<Rules, ServiceError> {
+        let topology = match &self.cmdb_file {
+            Some(path) => Topology::load(path)
+                .map_err(|e| ServiceError::Other(format!("correlator.cmdb_file: {e}")))?,
+            None => Topology::default(),
+        };
+        Ok(Rules {
+            group_by: GroupBy::from_config(&self.group_by),
+            topology,
+        })
     }
 }
 
@@ -71,6 +95,7 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let dir = config.common.service_dir(Service::Correlator);
     let owned = cfg.owned();
+    let rules = cfg.rules()?;
     tracing::info!(partitions = cfg.partitions, owned = ?owned, "correlator starting");
 
     let stop = shutdown.child_token();
@@ -81,6 +106,7 @@ pub async fn run(
             partition,
             bus.clone(),
             store,
+            rules.clone(),
             cfg.policy(),
             cfg.service_account_key.clone(),
             clock.clone(),
@@ -91,6 +117,7 @@ pub async fn run(
     let ingest = Ingest {
         bus,
         partitions: cfg.partitions,
+        rules,
         clock,
     };
     let ingest_stop = stop.clone();

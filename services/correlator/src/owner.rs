@@ -27,7 +27,8 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::grouping::{Due, IncidentBook, Outcome, Policy};
-use crate::incident::{Incident, PendingSummary};
+use crate::incident::{Change, Incident, PendingSummary};
+use crate::rules::Rules;
 use crate::store::{LedgerEntry, PartitionStore, Step};
 use crate::summary;
 
@@ -44,6 +45,7 @@ pub struct PartitionOwner {
     bus: Bus,
     store: Arc<PartitionStore>,
     book: Mutex<IncidentBook>,
+    rules: Rules,
     policy: Policy,
     service_account_key: Option<String>,
     clock: Arc<dyn Clock>,
@@ -58,17 +60,19 @@ impl PartitionOwner {
         partition: u32,
         bus: Bus,
         store: PartitionStore,
+        rules: Rules,
         policy: Policy,
         service_account_key: Option<String>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, ServiceError> {
-        let book = IncidentBook::new(store.incidents()?);
+        let book = IncidentBook::new(store.incidents()?, rules.clone());
         tracing::info!(partition, incidents = book.len(), "partition loaded");
         Ok(Arc::new(PartitionOwner {
             partition,
             bus,
             store: Arc::new(store),
             book: Mutex::new(book),
+            rules,
             policy,
             service_account_key,
             clock,
@@ -110,7 +114,7 @@ impl PartitionOwner {
     /// Puts the book back to what sled holds, after a step failed half-way in memory.
     fn reload(&self, book: &mut IncidentBook) {
         match self.store.incidents() {
-            Ok(incidents) => *book = IncidentBook::new(incidents),
+            Ok(incidents) => *book = IncidentBook::new(incidents, self.rules.clone()),
             Err(e) => {
                 tracing::error!(partition = self.partition, error = %e, "cannot reload incidents")
             }
@@ -194,7 +198,7 @@ impl PartitionOwner {
                 drop(book);
                 return self.publish(&entry.publications).await;
             }
-            let outcome = book.apply(env.id, &env.body, self.policy.window, now);
+            let outcome = book.apply(env.id, &env.body, &self.policy, now);
             let label = match &outcome {
                 Outcome::Opened(_) => "opened",
                 Outcome::Updated(_) => "updated",
@@ -254,19 +258,7 @@ impl PartitionOwner {
                 event = kind.as_str(),
                 "incident {}", kind.as_str()
             );
-            let event = env.derive(incident.event(kind));
-            let mut p = Publication::envelope(
-                self.bus.subjects.incidents(&incident.tenant, kind.as_str()),
-                &event,
-                STAGE,
-            )?;
-            p.msg_id = Some(format!(
-                "{}:{}:{}",
-                incident.id,
-                incident.revision,
-                kind.as_str()
-            ));
-            publications.push(p);
+            publications.push(self.event_publication(env.derive(incident.event(kind)))?);
         } else if matches!(outcome, Outcome::Ignored) {
             tracing::info!(
                 fingerprint = %env.body.fingerprint,
@@ -336,6 +328,26 @@ impl PartitionOwner {
         self.publish(&entry.publications).await
     }
 
+    /// `mcplane.incidents.<tenant>.<event>`, once per incident revision.
+    fn event_publication(
+        &self,
+        event: Envelope<mcplane_shared::IncidentEvent>,
+    ) -> Result<Publication, ServiceError> {
+        let e = &event.body;
+        let mut p = Publication::envelope(
+            self.bus.subjects.incidents(&e.tenant, e.event.as_str()),
+            &event,
+            STAGE,
+        )?;
+        p.msg_id = Some(format!(
+            "{}:{}:{}",
+            e.incident_id,
+            e.revision,
+            e.event.as_str()
+        ));
+        Ok(p)
+    }
+
     /// `mcplane.summaries.<tenant>.<severity>`, exactly once per incident revision.
     fn summary_publication(
         &self,
@@ -372,7 +384,7 @@ impl PartitionOwner {
         now: DateTime<Utc>,
     ) -> Result<Publication, ServiceError> {
         let request = AiRequest {
-            services: vec![incident.service.clone()],
+            services: incident.services(),
             ..AiRequest::new(RequestType::Summarize, summary::request_input(incident))
         };
         let mut env = Envelope::new_at(request_id, now, &incident.tenant, Exchange::new(request));
@@ -458,17 +470,51 @@ impl PartitionOwner {
         let mut evicted = Vec::new();
         let mut outbox = Vec::new();
         for (id, due) in due {
-            if due == Due::Evict {
-                book.remove(&id);
-                evicted.push(id);
-                continue;
+            match due {
+                Due::Evict => {
+                    book.remove(&id);
+                    evicted.push(id);
+                    continue;
+                }
+                Due::Settle => {
+                    let change = book.settle(&id, &self.policy, now);
+                    let Some(incident) = book.get(&id) else {
+                        continue;
+                    };
+                    let kind = match change {
+                        Some(Change::Resolved) => IncidentEventKind::Resolved,
+                        Some(_) => IncidentEventKind::Updated,
+                        None => continue,
+                    };
+                    tracing::info!(incident_id = %id, revision = incident.revision, event = kind.as_str(), "flapping settled");
+                    let event = Envelope::new_at(
+                        Uuid::now_v7(),
+                        now,
+                        &incident.tenant,
+                        incident.event(kind),
+                    );
+                    outbox.push(self.event_publication(event)?);
+                    changed.push(id);
+                    continue;
+                }
+                _ => {}
             }
             let Some(incident) = book.get_mut(&id) else {
                 continue;
             };
             let degraded_reason = match (due, &self.service_account_key) {
-                (Due::Summarize { revision }, Some(key)) => {
+                (Due::Flush { log }, _) => {
+                    incident.summaries.last_flush_at = Some(now);
+                    if log.is_some() {
+                        incident.summaries.log = log;
+                    }
+                    changed.push(id);
+                    continue;
+                }
+                (Due::Summarize { revision, log }, Some(key)) => {
                     let request_id = Uuid::now_v7();
+                    incident.summaries.last_flush_at = Some(now);
+                    incident.summaries.log = Some(log);
                     incident.summaries.pending = Some(PendingSummary {
                         request_id,
                         revision,
@@ -479,10 +525,14 @@ impl PartitionOwner {
                     changed.push(id);
                     continue;
                 }
-                (Due::Summarize { revision }, None) => (
-                    revision,
-                    "no service account key is configured for the correlator".to_string(),
-                ),
+                (Due::Summarize { revision, log }, None) => {
+                    incident.summaries.last_flush_at = Some(now);
+                    incident.summaries.log = Some(log);
+                    (
+                        revision,
+                        "no service account key is configured for the correlator".to_string(),
+                    )
+                }
                 (Due::TimedOut { revision }, _) => (
                     revision,
                     format!(
@@ -490,7 +540,7 @@ impl PartitionOwner {
                         self.policy.summary_timeout.as_secs()
                     ),
                 ),
-                (Due::Evict, _) => continue,
+                (Due::Evict | Due::Settle, _) => continue,
             };
             let (revision, reason) = degraded_reason;
             incident.summaries.pending = None;

@@ -1,5 +1,5 @@
-//! Keying alerts onto partitions: the same tenant and service always land on the same
-//! partition, so one owner holds all the state needed to group them.
+//! Keying alerts onto partitions: the same partition key (tenant and group, see `rules`)
+//! always lands on the same partition, so one owner holds all the state needed to group them.
 //!
 //! FNV-1a is stable across builds and platforms (unlike `std`'s hasher), which matters
 //! because every replica and every restart must agree.
@@ -8,7 +8,11 @@ use mcplane_shared::alerts::fingerprint::fnv1a64;
 
 /// The partition of `tenant`'s alerts about `service`, in `0..partitions`.
 pub fn partition_of(tenant: &str, service: &str, partitions: u32) -> u32 {
-    let key = format!("{tenant}\n{service}");
+    partition_of_key(&format!("{tenant}\n{service}"), partitions)
+}
+
+/// The partition of a partition key, in `0..partitions`.
+pub fn partition_of_key(key: &str, partitions: u32) -> u32 {
     (fnv1a64(key.as_bytes()) % u64::from(partitions.max(1))) as u32
 }
 

@@ -68,9 +68,21 @@ fn alert_lines(incident: &Incident, out: &mut String) {
     }
 }
 
+/// For an incident spanning dependent services: which, and the probable root.
+fn topology_line(incident: &Incident, out: &mut String) {
+    if let Some(root) = &incident.root_service {
+        let _ = write!(
+            out,
+            "\nProbable root service: {root} (alerting services: {}).",
+            incident.services().join(", ")
+        );
+    }
+}
+
 /// The `input` of the summary request: `<title line>\n- [sev] service: summary (xN)\n...`.
 pub fn request_input(incident: &Incident) -> String {
     let mut out = title_line(incident);
+    topology_line(incident, &mut out);
     alert_lines(incident, &mut out);
     out
 }
@@ -78,6 +90,7 @@ pub fn request_input(incident: &Incident) -> String {
 /// A summary assembled without AI from the incident's alerts; `reason` says why.
 pub fn assembled_text(incident: &Incident, reason: &str) -> String {
     let mut out = title_line(incident);
+    topology_line(incident, &mut out);
     let _ = write!(
         out,
         "\n{} notifications from {} distinct alerts.",
@@ -126,6 +139,7 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::incident::tests::{alert, at};
+    use crate::incident::Flapping;
     use mcplane_shared::Severity;
 
     fn incident() -> Incident {
@@ -137,6 +151,8 @@ mod tests {
         for s in 1..4 {
             inc.record(
                 &alert("checkout", "err", AlertStatus::Firing, Severity::Critical),
+                false,
+                &Flapping::default(),
                 at(s),
             );
         }

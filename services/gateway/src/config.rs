@@ -29,6 +29,12 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// How long a credential resolved for an alert webhook is trusted; 0 asks auth every time.
     pub auth_cache_ttl_secs: u64,
+    /// Hosts (and their subdomains) whose `SubscribeURL` the gateway GETs to confirm an SNS
+    /// subscription to `POST /v1/alerts/cloudwatch`; anything else is refused.
+    pub sns_confirm_hosts: Vec<String>,
+    /// Only confirm SNS subscriptions over https (turn off only for tests against a local
+    /// stand-in).
+    pub sns_confirm_https_only: bool,
 }
 
 impl Default for Config {
@@ -38,6 +44,8 @@ impl Default for Config {
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 10_000,
             auth_cache_ttl_secs: 30,
+            sns_confirm_hosts: vec!["amazonaws.com".to_string()],
+            sns_confirm_https_only: true,
         }
     }
 }
@@ -63,7 +71,37 @@ impl Validate for Config {
                 format!("must be at most {MAX_AUTH_CACHE_TTL_SECS} (0 disables the cache)"),
             ));
         }
+        if let Some(bad) = self
+            .sns_confirm_hosts
+            .iter()
+            .find(|h| h.trim().is_empty() || h.contains(['/', ':', '@', ' ']))
+        {
+            return Err(ConfigError::new(
+                key("sns_confirm_hosts"),
+                format!("{bad:?} is not a host name"),
+            ));
+        }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Whether the gateway may GET `url` to confirm an SNS subscription.
+    pub fn may_confirm_sns(&self, url: &str) -> bool {
+        use mcplane_shared::alerts::cloudwatch::url_host;
+        let host = match url_host(url, "https") {
+            Some(h) => h,
+            None if !self.sns_confirm_https_only => match url_host(url, "http") {
+                Some(h) => h,
+                None => return false,
+            },
+            None => return false,
+        };
+        let host = host.to_ascii_lowercase();
+        self.sns_confirm_hosts.iter().any(|allowed| {
+            let allowed = allowed.trim().to_ascii_lowercase();
+            host == allowed || host.ends_with(&format!(".{allowed}"))
+        })
     }
 }
 
@@ -100,6 +138,7 @@ mod tests {
             ("body_limit_bytes = 10", "gateway.body_limit_bytes"),
             ("request_timeout_ms = 0", "gateway.request_timeout_ms"),
             ("auth_cache_ttl_secs = 99999", "gateway.auth_cache_ttl_secs"),
+            ("sns_confirm_hosts = [\"a/b\"]", "gateway.sns_confirm_hosts"),
         ] {
             let doc = Document::parse(&format!("[gateway]\n{text}\n")).unwrap();
             assert_eq!(
@@ -114,5 +153,29 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("http_adr"));
+    }
+
+    #[test]
+    fn only_allowed_hosts_are_confirmed() {
+        let c = Config::default();
+        assert!(c.may_confirm_sns(
+            "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=t"
+        ));
+        for bad in [
+            "http://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription",
+            "https://sns.eu-west-1.amazonaws.com.evil.net/",
+            "https://evilamazonaws.com/",
+            "https://user@sns.amazonaws.com/",
+            "ftp://sns.amazonaws.com/",
+        ] {
+            assert!(!c.may_confirm_sns(bad), "{bad}");
+        }
+        let local = Config {
+            sns_confirm_hosts: vec!["127.0.0.1".into()],
+            sns_confirm_https_only: false,
+            ..Config::default()
+        };
+        assert!(local.may_confirm_sns("http://127.0.0.1:4321/confirm?Token=t"));
+        assert!(!local.may_confirm_sns("http://10.0.0.1/confirm"));
     }
 }

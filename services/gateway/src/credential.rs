@@ -65,6 +65,16 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The bearer credential of a request: `Authorization: Bearer <credential>` (scheme
 /// case-insensitive), or a 401 `unauthenticated` saying what is wrong with it.
 pub fn bearer(headers: &HeaderMap) -> Result<Bearer, ApiError> {
+    authorization(headers, false)
+}
+
+/// Like [`bearer`], also accepting `Basic` (the key as the password): alert webhooks only,
+/// because some senders (SNS) can put a credential nowhere but in the URL's user info.
+pub fn webhook(headers: &HeaderMap) -> Result<Bearer, ApiError> {
+    authorization(headers, true)
+}
+
+fn authorization(headers: &HeaderMap, allow_basic: bool) -> Result<Bearer, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthenticated("missing Authorization: Bearer <key> header"))?;
@@ -75,12 +85,39 @@ pub fn bearer(headers: &HeaderMap) -> Result<Bearer, ApiError> {
         .trim()
         .split_once(' ')
         .ok_or_else(|| ApiError::unauthenticated("expected Authorization: Bearer <key>"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let basic;
+    let credential = if scheme.eq_ignore_ascii_case("bearer") {
+        credential.trim()
+    } else if allow_basic && scheme.eq_ignore_ascii_case("basic") {
+        basic = basic_password(credential.trim())?;
+        basic.as_str()
+    } else {
         return Err(ApiError::unauthenticated(
             "expected Authorization: Bearer <key>",
         ));
-    }
-    let credential = credential.trim();
+    };
+    checked(credential)
+}
+
+/// A credential found outside the `Authorization` header (a PagerDuty event's `routing_key`).
+pub fn from_text(credential: &str) -> Result<Bearer, ApiError> {
+    checked(credential.trim())
+}
+
+/// The password of `Basic base64(user:password)`: senders that can only put credentials in the
+/// URL (an SNS HTTPS subscription, `https://mcplane:<key>@host/...`) present the key this way.
+fn basic_password(encoded: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::unauthenticated("malformed Basic credential");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (_, password) = text.split_once(':').ok_or_else(bad)?;
+    Ok(password.to_string())
+}
+
+fn checked(credential: &str) -> Result<Bearer, ApiError> {
     if credential.is_empty()
         || credential.len() > MAX_CREDENTIAL_LEN
         || !credential.bytes().all(|b| b.is_ascii_graphic())
@@ -239,6 +276,17 @@ mod tests {
         ] {
             let err = bearer(&headers(bad)).unwrap_err();
             assert_eq!(err.error.code, ErrorCode::Unauthenticated, "{bad}");
+        }
+    }
+
+    #[test]
+    fn basic_auth_presents_its_password_as_the_key() {
+        // "mcplane:mcp_abc", as an SNS subscription URL https://mcplane:mcp_abc@host/ sends it.
+        let b = webhook(&headers("Basic bWNwbGFuZTptY3BfYWJj")).unwrap();
+        assert_eq!(b.as_str(), "mcp_abc");
+        assert_eq!(webhook(&headers("Bearer k")).unwrap().as_str(), "k");
+        for bad in ["Basic !!!", "Basic dXNlcg==", "Digest x"] {
+            assert!(webhook(&headers(bad)).is_err(), "{bad}");
         }
     }
 

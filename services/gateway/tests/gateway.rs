@@ -606,3 +606,129 @@ async fn shutdown_answers_a_waiting_request_before_the_server_stops() {
     assert_eq!(body["id"], submitted.id.to_string());
     gw.stop().await;
 }
+
+fn fixture(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/tests/fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A stand-in for SNS's `SubscribeURL` on a local port; counts the GETs with the right token.
+async fn subscribe_endpoint() -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/confirm",
+        axum::routing::get(
+            move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
+                let counted = counted.clone();
+                async move {
+                    if q.get("Token").map(String::as_str) == Some("t-123") {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        (axum::http::StatusCode::OK, "<ConfirmSubscriptionResponse/>")
+                    } else {
+                        (axum::http::StatusCode::BAD_REQUEST, "bad token")
+                    }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/confirm?Token=t-123"), hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_subscription_is_confirmed_by_getting_the_subscribe_url_of_an_allowed_host() {
+    let server = NatsServer::start();
+    let gw = Gateway::start(&server, |c| {
+        c.sns_confirm_hosts = vec!["127.0.0.1".into()];
+        c.sns_confirm_https_only = false;
+    })
+    .await;
+    stub_auth(&gw.bus).await;
+    let (url, hits) = subscribe_endpoint().await;
+    let mut confirmation = fixture("sns/subscription-confirmation.json");
+    confirmation["SubscribeURL"] = json!(url);
+
+    // SNS can only authenticate with the user info of the subscription URL: Basic auth.
+    let post = |body: Value| {
+        gw.http
+            .post(gw.url("/v1/alerts/cloudwatch"))
+            .basic_auth("mcplane", Some(KEY))
+            .body(body.to_string())
+            .send()
+    };
+    let (status, body) = read(post(confirmation.clone()).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["subscription"], "confirmed");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // A SubscribeURL on a host not allowed is never fetched.
+    let mut forged = confirmation.clone();
+    forged["SubscribeURL"] = json!(url.replace("127.0.0.1", "localhost"));
+    let answer = read(post(forged).await.unwrap()).await;
+    assert_error(&answer, 422, "invalid_alert");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // A confirmation whose signing certificate is not on an AWS host is refused structurally.
+    let mut unsigned = confirmation.clone();
+    unsigned["SigningCertURL"] = json!("https://certs.example.com/sns.pem");
+    assert_error(
+        &read(post(unsigned).await.unwrap()).await,
+        422,
+        "invalid_alert",
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // Notifications are alerts: accepted and published.
+    let (status, body) = read(
+        post(fixture("alerts/checkout-ecs-cpu-high.cloudwatch.json"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, body["alerts"].clone()), (202, json!(1)), "{body}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_config_refuses_to_confirm_a_subscription_outside_amazonaws_over_https() {
+    let server = NatsServer::start();
+    let gw = Gateway::start(&server, |_| {}).await;
+    stub_auth(&gw.bus).await;
+    let (url, hits) = subscribe_endpoint().await;
+    let mut confirmation = fixture("sns/subscription-confirmation.json");
+    confirmation["SubscribeURL"] = json!(url);
+    assert_error(
+        &gw.post("/v1/alerts/cloudwatch", Some(KEY), confirmation.to_string())
+            .await,
+        422,
+        "invalid_alert",
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pagerduty_event_may_authenticate_with_its_routing_key() {
+    let server = NatsServer::start();
+    let gw = Gateway::start(&server, |_| {}).await;
+    stub_auth(&gw.bus).await;
+    let mut event = fixture("alerts/checkout-card-declines.pagerduty.json");
+    event["routing_key"] = json!(KEY);
+    let (status, body) = gw
+        .post("/v1/alerts/pagerduty", None, event.to_string())
+        .await;
+    assert_eq!(status, 202, "{body}");
+    event["routing_key"] = json!(OTHER_KEY);
+    assert_error(
+        &gw.post("/v1/alerts/pagerduty", None, event.to_string())
+            .await,
+        401,
+        "unauthenticated",
+    );
+    gw.stop().await;
+}

@@ -96,15 +96,45 @@ impl<'a> Fields<'a> {
         let Some(text) = self.opt_str(name)? else {
             return Ok(None);
         };
-        let at = DateTime::parse_from_rfc3339(text)
-            .map_err(|_| {
-                invalid(
-                    &self.path_of(name),
-                    "must be an RFC 3339 time such as 2024-05-14T09:12:03Z",
-                )
-            })?
-            .with_timezone(&Utc);
+        let at = parse_time(text).ok_or_else(|| {
+            invalid(
+                &self.path_of(name),
+                "must be an RFC 3339 time such as 2024-05-14T09:12:03Z",
+            )
+        })?;
         Ok((at.timestamp() > ZERO_TIME_CUTOFF).then_some(at))
+    }
+
+    /// A time given as Unix epoch milliseconds (a number or a string of digits, as Datadog's
+    /// `$DATE` and `$LAST_UPDATED` are) or as RFC 3339 text.
+    pub fn opt_epoch_ms_or_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ErrorBody> {
+        let bad = || {
+            invalid(
+                &self.path_of(name),
+                "must be epoch milliseconds or an RFC 3339 time",
+            )
+        };
+        let ms = match self.get(name) {
+            None => return Ok(None),
+            Some(Value::Number(n)) => n.as_i64().ok_or_else(bad)?,
+            Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+            Some(Value::String(s)) => match s.trim().parse::<i64>() {
+                Ok(ms) => ms,
+                Err(_) => return parse_time(s).map(Some).ok_or_else(bad),
+            },
+            Some(_) => return Err(bad()),
+        };
+        DateTime::from_timestamp_millis(ms)
+            .map(Some)
+            .ok_or_else(bad)
+    }
+
+    /// An object (absent or `null` means `None`).
+    pub fn opt_object(&self, name: &str) -> Result<Option<Fields<'a>>, ErrorBody> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => Fields::object(v, self.path_of(name)).map(Some),
+        }
     }
 
     /// Fails on a key not in `known`, naming it (catches `sevrity` before it is silently lost).
@@ -117,6 +147,16 @@ impl<'a> Fields<'a> {
             None => Ok(()),
         }
     }
+}
+
+/// RFC 3339, or the ISO 8601 form without a colon in the offset that AWS and PagerDuty send
+/// (`2024-05-14T09:10:12.345+0000`).
+pub(crate) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    DateTime::parse_from_rfc3339(text)
+        .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Unix seconds of 0002-01-01: anything earlier is a zero value, not a real time.
@@ -164,6 +204,18 @@ mod tests {
         let v = json!({"a": "0001-01-01T00:00:00Z", "b": "2024-05-14T09:12:03.5+02:00"});
         let f = Fields::object(&v, "").unwrap();
         assert_eq!(f.opt_time("a").unwrap(), None);
+        assert_eq!(
+            parse_time("2024-05-14T09:10:12.345+0000")
+                .unwrap()
+                .to_rfc3339(),
+            "2024-05-14T09:10:12.345+00:00"
+        );
+        let v2 = json!({"n": 1715677812345_i64, "s": "1715677812345", "x": true});
+        let f2 = Fields::object(&v2, "").unwrap();
+        let expected = parse_time("2024-05-14T09:10:12.345Z");
+        assert_eq!(f2.opt_epoch_ms_or_time("n").unwrap(), expected);
+        assert_eq!(f2.opt_epoch_ms_or_time("s").unwrap(), expected);
+        assert!(f2.opt_epoch_ms_or_time("x").is_err());
         assert_eq!(
             f.opt_time("b").unwrap().unwrap().to_rfc3339(),
             "2024-05-14T07:12:03.500+00:00"

@@ -52,6 +52,20 @@ mod tests {
         let labels = [("name", "garland, briggs"), ("fear", "love is not enough")];
         assert_eq!(label_set(labels), 5_799_056_148_416_392_346);
         assert_eq!(to_hex(label_set(labels)), "507a62d79ee76c9a");
+        // The expected values of the `BenchmarkMetricToFingerprint*` cases in the same file.
+        let single = [("first-label", "first-label-value")];
+        assert_eq!(label_set(single), 5_146_282_821_936_882_169);
+        let double = [
+            ("second-label", "second-label-value"),
+            ("first-label", "first-label-value"),
+        ];
+        assert_eq!(label_set(double), 3_195_800_080_984_914_717);
+        let triple = [
+            ("third-label", "third-label-value"),
+            ("first-label", "first-label-value"),
+            ("second-label", "second-label-value"),
+        ];
+        assert_eq!(label_set(triple), 13_843_036_195_897_128_121);
     }
 
     #[test]

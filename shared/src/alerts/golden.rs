@@ -1,4 +1,5 @@
-//! Golden files: every sample payload in `examples/alerts/` normalises to the canonical alerts
+//! Golden files: every sample payload in `examples/alerts/` and every fixture in
+//! `shared/tests/fixtures/alerts/` normalises to the canonical alerts
 //! stored in `shared/tests/golden/<file stem>.json`, compared field by field.
 //!
 //! The files are only ever rewritten on purpose:
@@ -18,12 +19,18 @@ fn root() -> PathBuf {
 
 /// `(source, payload file)` for every `NN-what.<source>.json` sample.
 fn samples() -> Vec<(String, PathBuf)> {
-    let dir = root().join("../examples/alerts");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in [
+        root().join("../examples/alerts"),
+        root().join("tests/fixtures/alerts"),
+    ] {
+        files.extend(
+            std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json")),
+        );
+    }
     files.sort();
     files
         .into_iter()

@@ -6,11 +6,15 @@
 //! adding one means a module here, a line in [`SOURCES`] and its golden files.
 
 pub mod alertmanager;
+pub mod cloudwatch;
+pub mod datadog;
 mod fields;
 pub mod fingerprint;
 pub mod generic;
 #[cfg(test)]
 mod golden;
+pub mod grafana;
+pub mod pagerduty;
 
 use chrono::{DateTime, Utc};
 
@@ -19,7 +23,14 @@ use crate::error::{ErrorBody, ErrorCode};
 
 /// The sources mcplane accepts, as they appear in `POST /v1/alerts/{source}` and in
 /// `mcplane.alerts.in.<tenant>.<source>`.
-pub const SOURCES: &[&str] = &[alertmanager::SOURCE, generic::SOURCE];
+pub const SOURCES: &[&str] = &[
+    alertmanager::SOURCE,
+    datadog::SOURCE,
+    pagerduty::SOURCE,
+    cloudwatch::SOURCE,
+    grafana::SOURCE,
+    generic::SOURCE,
+];
 
 /// Whether `source` is a known alert source.
 pub fn is_known_source(source: &str) -> bool {
@@ -36,6 +47,10 @@ pub fn normalize(
 ) -> Result<Vec<CanonicalAlert>, ErrorBody> {
     match source {
         alertmanager::SOURCE => alertmanager::normalize(tenant, payload, received_at),
+        datadog::SOURCE => datadog::normalize(tenant, payload, received_at),
+        pagerduty::SOURCE => pagerduty::normalize(tenant, payload, received_at),
+        cloudwatch::SOURCE => cloudwatch::normalize(tenant, payload, received_at),
+        grafana::SOURCE => grafana::normalize(tenant, payload, received_at),
         generic::SOURCE => generic::normalize(tenant, payload, received_at),
         _ => Err(ErrorBody::new(
             ErrorCode::UnknownSource,

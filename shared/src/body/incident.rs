@@ -39,6 +39,10 @@ pub struct IncidentAlert {
     pub count: u32,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
+    /// Changing state too often to be told about each change (see the correlator's flap
+    /// damping); its changes stop updating the incident until it settles.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flapping: bool,
 }
 
 /// A change in an incident's life, published on `mcplane.incidents.<tenant>.<event>`.
@@ -50,6 +54,13 @@ pub struct IncidentEvent {
     /// Increases with every material change; summaries and notifications are keyed by it.
     pub revision: u32,
     pub service: String,
+    /// Every service with an alert in the incident (several when the CMDB topology joined
+    /// alerts of dependent services), sorted.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// The probable root cause: the deepest dependency, per the CMDB, that is alerting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_service: Option<String>,
     pub severity: Severity,
     pub title: String,
     pub alerts: Vec<IncidentAlert>,

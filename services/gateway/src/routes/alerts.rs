@@ -4,14 +4,19 @@
 //! now beats an alert silently dropped later); what is published is the payload exactly as
 //! sent, so the correlator's normalisation stays the one source of truth. The tenant comes from
 //! the credential, never from the payload or the URL.
+//!
+//! Two senders cannot set a bearer header: SNS (its subscription URL carries the key as Basic
+//! auth, see `credential`) and PagerDuty Events API clients, whose `routing_key` is taken as the
+//! key when no `Authorization` header is present. SNS subscription handshakes are answered
+//! here (`sns`) and never reach the bus.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
-use mcplane_shared::alerts::{self, SOURCES};
+use mcplane_shared::alerts::{self, cloudwatch, pagerduty, SOURCES};
 use mcplane_shared::bus::Publication;
 use mcplane_shared::subjects::validate_token;
 use mcplane_shared::{Envelope, ErrorCode, Principal, RawAlert};
@@ -20,6 +25,7 @@ use crate::credential;
 use crate::error::ApiError;
 use crate::observe::RequestContext;
 use crate::routes::requests::STAGE;
+use crate::routes::sns::{self, Handshake};
 use crate::routes::{parse_json, read_body};
 use crate::AppState;
 
@@ -40,11 +46,49 @@ pub async fn receive(
             ),
         ));
     }
-    let bearer = credential::bearer(req.headers())?;
-    let principal = state.resolver.resolve(&bearer).await?;
-    let tenant = tenant_of(&principal)?;
+    let has_authorization = req.headers().contains_key(header::AUTHORIZATION);
+    let bearer = if has_authorization || source != pagerduty::SOURCE {
+        Some(credential::webhook(req.headers())?)
+    } else {
+        None
+    };
     let body = read_body(req).await?;
     let payload: serde_json::Value = parse_json(&body, ErrorCode::InvalidAlert)?;
+    // PagerDuty Events API senders authenticate with the event's routing_key alone.
+    let bearer = match bearer {
+        Some(b) => b,
+        None => credential::from_text(
+            payload
+                .get("routing_key")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default(),
+        )
+        .map_err(|_| {
+            ApiError::unauthenticated(
+                "missing Authorization: Bearer <key> header (or the key as routing_key)",
+            )
+        })?,
+    };
+    let principal = state.resolver.resolve(&bearer).await?;
+    let tenant = tenant_of(&principal)?;
+
+    if source == cloudwatch::SOURCE {
+        if let Some(sns) = cloudwatch::sns(&payload).map_err(ApiError::from_body)? {
+            if let Some(done) = sns::handshake(&state.config, &sns).await? {
+                let outcome = match done {
+                    Handshake::Confirmed => "confirmed",
+                    Handshake::Unsubscribed => "unsubscribed",
+                };
+                metrics::counter!("mcplane_gateway_sns_handshakes_total", "outcome" => outcome)
+                    .increment(1);
+                return Ok((
+                    StatusCode::OK,
+                    Json(serde_json::json!({ "subscription": outcome, "topic": sns.topic_arn })),
+                )
+                    .into_response());
+            }
+        }
+    }
 
     let now = Utc::now();
     let count = alerts::normalize(&source, &tenant, &payload, now)

@@ -8,6 +8,7 @@ pub mod health;
 pub mod incidents;
 pub mod openai;
 pub mod requests;
+pub mod sns;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};

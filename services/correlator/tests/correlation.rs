@@ -1,0 +1,438 @@
+//! Correlation through the running correlator against a real nats-server: provider payloads
+//! (the shared fixtures) published on `mcplane.alerts.in.<tenant>.<source>` become incidents on
+//! `mcplane.incidents.<tenant>.<event>`. Cross-source (Datadog, CloudWatch via SNS and
+//! PagerDuty about one service), CMDB topology (dependent services, root named), flapping
+//! (detected, damped, settled) and resolution (every alert resolved resolves the incident).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use futures::StreamExt;
+use mcplane_correlator::config::Config;
+use mcplane_shared::bus::Bus;
+use mcplane_shared::config::{BusConfig, Common, ServiceConfig};
+use mcplane_shared::subjects::StreamKind;
+use mcplane_shared::{
+    AlertStatus, Envelope, IncidentEvent, IncidentEventKind, IncidentSummary, RawAlert,
+    ServiceError,
+};
+use mcplane_testkit::NatsServer;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const TENANT: &str = "acme";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Harness {
+    _nats: NatsServer,
+    _data: tempfile::TempDir,
+    bus: Bus,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ServiceError>>,
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn fixture(name: &str) -> Value {
+    let path = repo("shared/tests/fixtures/alerts").join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+impl Harness {
+    async fn start(tune: impl FnOnce(&mut Config)) -> Harness {
+        let nats = NatsServer::start();
+        let data = tempfile::tempdir().unwrap();
+        let bus_config = BusConfig {
+            url: nats.url(),
+            ack_wait_secs: 2,
+            ..Default::default()
+        };
+        let mut service = Config {
+            partitions: 4,
+            group_wait_ms: 300,
+            group_interval_secs: 1,
+            ..Default::default()
+        };
+        tune(&mut service);
+        let config = ServiceConfig {
+            common: Common {
+                bus: bus_config.clone(),
+                data_dir: data.path().to_path_buf(),
+                ..Default::default()
+            },
+            service,
+        };
+        let bus = mcplane_shared::bus::connect(&bus_config, "test")
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(mcplane_correlator::run(config, shutdown.clone()));
+        Harness {
+            _nats: nats,
+            _data: data,
+            bus,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn send(&self, source: &str, payload: Value) {
+        let env = Envelope::new(
+            TENANT,
+            RawAlert {
+                source: source.into(),
+                payload,
+                received_at: chrono::Utc::now(),
+            },
+        );
+        self.bus
+            .publish_envelope(self.bus.subjects.alerts_in(TENANT, source), &env, "gateway")
+            .await
+            .unwrap();
+    }
+
+    /// Every message on `filter` in `kind`'s stream so far, in order.
+    async fn read<B: mcplane_shared::envelope::BodyKind>(
+        &self,
+        kind: StreamKind,
+        filter: String,
+    ) -> Vec<B> {
+        let stream = self
+            .bus
+            .js
+            .get_stream(self.bus.subjects.stream_name(kind))
+            .await
+            .unwrap();
+        let mut consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: filter,
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(5),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let pending = consumer.info().await.unwrap().num_pending as usize;
+        let mut out = Vec::with_capacity(pending);
+        if pending > 0 {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(pending)
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .unwrap();
+            while let Some(m) = batch.next().await {
+                out.push(Envelope::<B>::from_slice(&m.unwrap().payload).unwrap().body);
+            }
+        }
+        out
+    }
+
+    /// The incident events so far, by revision: a partition owner publishes the events of
+    /// one batch of alerts concurrently, so stream order is not revision order.
+    async fn events(&self) -> Vec<IncidentEvent> {
+        let filter = format!("{}.incidents.{TENANT}.*", self.bus.subjects.prefix());
+        let mut events: Vec<IncidentEvent> = self.read(StreamKind::Incidents, filter).await;
+        events.sort_by_key(|e| e.revision);
+        events
+    }
+
+    async fn summaries(&self) -> Vec<IncidentSummary> {
+        self.read(StreamKind::Summaries, self.bus.subjects.summaries_all())
+            .await
+    }
+
+    /// Polls the incident events until `done` holds for them.
+    async fn events_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[IncidentEvent]) -> bool,
+    ) -> Vec<IncidentEvent> {
+        let started = Instant::now();
+        loop {
+            let events = self.events().await;
+            if done(&events) {
+                return events;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "timed out waiting for {what}: {events:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(result.is_ok(), "{result:?}");
+    }
+}
+
+fn opened(events: &[IncidentEvent]) -> Vec<&IncidentEvent> {
+    events
+        .iter()
+        .filter(|e| e.event == IncidentEventKind::Opened)
+        .collect()
+}
+
+fn generic(service: &str, title: &str, status: &str) -> Value {
+    json!({"title": title, "service": service, "severity": "critical", "status": status})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datadog_monitor_a_cloudwatch_alarm_and_a_pagerduty_event_about_one_service_are_one_incident(
+) {
+    let h = Harness::start(|_| {}).await;
+    h.send("datadog", fixture("checkout-p99-latency.datadog.json"))
+        .await;
+    h.send(
+        "cloudwatch",
+        fixture("checkout-ecs-cpu-high.cloudwatch.json"),
+    )
+    .await;
+    h.send(
+        "pagerduty",
+        fixture("checkout-card-declines.pagerduty.json"),
+    )
+    .await;
+    // A repeat of the Datadog notification is counted, not a fourth alert.
+    h.send("datadog", fixture("checkout-p99-latency.datadog.json"))
+        .await;
+
+    let events = h
+        .events_until("three sources in one incident", |e| {
+            e.last().is_some_and(|l| l.alerts.len() == 3)
+        })
+        .await;
+    assert_eq!(opened(&events).len(), 1, "{events:#?}");
+    let last = events.last().unwrap();
+    assert_eq!(last.service, "checkout");
+    let mut sources: Vec<&str> = last.alerts.iter().map(|a| a.source.as_str()).collect();
+    sources.sort();
+    assert_eq!(sources, ["cloudwatch", "datadog", "pagerduty"]);
+
+    // The PagerDuty resolve carries only its dedup_key, yet resolves its alert; Datadog
+    // recovers too; the CloudWatch alarm still fires, so the incident stays open.
+    h.send(
+        "pagerduty",
+        fixture("checkout-card-declines-resolve.pagerduty.json"),
+    )
+    .await;
+    h.send(
+        "datadog",
+        fixture("checkout-p99-latency-recovered.datadog.json"),
+    )
+    .await;
+    let events = h
+        .events_until("two alerts resolved", |e| {
+            e.last().is_some_and(|l| {
+                l.alerts
+                    .iter()
+                    .filter(|a| a.status == AlertStatus::Resolved)
+                    .count()
+                    == 2
+            })
+        })
+        .await;
+    let last = events.last().unwrap();
+    assert_eq!(last.event, IncidentEventKind::Updated);
+    let pd = last
+        .alerts
+        .iter()
+        .find(|a| a.source == "pagerduty")
+        .unwrap();
+    assert_eq!(
+        pd.summary, "Card declines above 20% on checkout (eu-west-1)",
+        "kept"
+    );
+    let dd = last.alerts.iter().find(|a| a.source == "datadog").unwrap();
+    assert_eq!(dd.count, 3, "trigger, its repeat and the recovery");
+    assert_eq!(opened(&events).len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_on_dependent_services_join_one_incident_that_names_the_root_service() {
+    let h = Harness::start(|c| c.cmdb_file = Some(repo("examples/cmdb.toml"))).await;
+    h.send(
+        "generic",
+        generic("checkout", "Checkout 5xx above 5%", "firing"),
+    )
+    .await;
+    h.send(
+        "generic",
+        generic("payments", "Payment authorisations timing out", "firing"),
+    )
+    .await;
+    // An RDS alarm from CloudWatch: the service is the DBInstanceIdentifier dimension.
+    let mut rds = fixture("payments-db-connections-ok.cloudwatch.json");
+    let message = rds["Message"]
+        .as_str()
+        .unwrap()
+        .replace("\"NewStateValue\":\"OK\"", "\"NewStateValue\":\"ALARM\"");
+    rds["Message"] = json!(message);
+    h.send("cloudwatch", rds).await;
+    // search is in the CMDB but neither depends on nor is a dependency of those three.
+    h.send("generic", generic("search", "Search latency", "firing"))
+        .await;
+
+    let events = h
+        .events_until("the root named", |e| {
+            e.iter()
+                .any(|e| e.root_service.as_deref() == Some("payments-db") && e.alerts.len() == 3)
+        })
+        .await;
+    let incidents = opened(&events);
+    assert_eq!(incidents.len(), 2, "{events:#?}");
+    let joined = events
+        .iter()
+        .rev()
+        .find(|e| e.root_service.is_some())
+        .unwrap();
+    assert_eq!(joined.services, ["checkout", "payments", "payments-db"]);
+    assert!(events
+        .iter()
+        .any(|e| e.service == "search" && e.alerts.len() == 1));
+
+    // Without a service account key the summary is assembled, and names the root too.
+    let started = Instant::now();
+    let summary = loop {
+        let found = h
+            .summaries()
+            .await
+            .into_iter()
+            .find(|s| s.incident_id == joined.incident_id);
+        if let Some(s) = found.filter(|s| s.alert_count == 3) {
+            break s;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no summary of the joined incident"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        summary
+            .summary
+            .contains("Probable root service: payments-db"),
+        "{}",
+        summary.summary
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_alert_is_damped_then_settles_and_the_incident_resolves() {
+    let h = Harness::start(|c| {
+        c.flap_threshold = 3;
+        c.flap_window_secs = 2;
+    })
+    .await;
+    for i in 0..12 {
+        let status = if i % 2 == 0 { "firing" } else { "resolved" };
+        h.send("generic", generic("inventory", "WMS sync flapping", status))
+            .await;
+    }
+    // opened, resolved, updated (fired again), updated (flapping, told once), then nothing
+    // per flap; the last state (resolved) is told once the alert was quiet for the window.
+    let events = h
+        .events_until("the settled resolve", |e| {
+            e.last().is_some_and(|l| {
+                l.event == IncidentEventKind::Resolved
+                    && !l.alerts[0].flapping
+                    && l.alerts[0].count == 12
+            })
+        })
+        .await;
+    let kinds: Vec<IncidentEventKind> = events.iter().map(|e| e.event).collect();
+    use IncidentEventKind::{Opened, Resolved, Updated};
+    assert_eq!(
+        kinds,
+        [Opened, Resolved, Updated, Updated, Resolved],
+        "{events:#?}"
+    );
+    assert!(events[3].alerts[0].flapping, "the flapping update says so");
+    assert_eq!(
+        opened(&events).len(),
+        1,
+        "flaps never open a second incident"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_resolves_when_all_its_alerts_have_and_the_resolution_is_summarised() {
+    let h = Harness::start(|_| {}).await;
+    h.send(
+        "generic",
+        generic("payments-db", "Replication lag", "firing"),
+    )
+    .await;
+    h.send(
+        "generic",
+        generic("payments-db", "Connections near max", "firing"),
+    )
+    .await;
+    h.events_until("both alerts", |e| {
+        e.last().is_some_and(|l| l.alerts.len() == 2)
+    })
+    .await;
+    // Told of the firing alerts first (Alertmanager tells nobody of alerts that fired and
+    // resolved between two flushes).
+    let started = Instant::now();
+    while h.summaries().await.is_empty() {
+        assert!(started.elapsed() < DEADLINE, "no first summary");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.send(
+        "generic",
+        generic("payments-db", "Replication lag", "resolved"),
+    )
+    .await;
+    let events = h
+        .events_until("one resolved", |e| {
+            e.last()
+                .is_some_and(|l| l.alerts.iter().any(|a| a.status == AlertStatus::Resolved))
+        })
+        .await;
+    assert_eq!(events.last().unwrap().event, IncidentEventKind::Updated);
+    assert!(events.last().unwrap().resolved_at.is_none());
+    h.send(
+        "generic",
+        generic("payments-db", "Connections near max", "resolved"),
+    )
+    .await;
+    let events = h
+        .events_until("the incident resolved", |e| {
+            e.last()
+                .is_some_and(|l| l.event == IncidentEventKind::Resolved)
+        })
+        .await;
+    assert!(events.last().unwrap().resolved_at.is_some());
+    assert_eq!(opened(&events).len(), 1);
+    // send_resolved (the default): the resolution gets its summary at the next flush.
+    let started = Instant::now();
+    loop {
+        let summaries = h.summaries().await;
+        if summaries.iter().any(|s| s.summary.contains("resolved")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no summary of the resolution: {summaries:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.stop().await;
+}
