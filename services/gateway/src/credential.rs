@@ -22,6 +22,8 @@ use crate::error::ApiError;
 const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
 /// How long to wait for the auth service to resolve a credential.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait before asking again when no auth replica answered at all.
+const NO_RESPONDERS_RETRY: Duration = Duration::from_millis(250);
 /// Most cached resolutions; past this, expired entries are dropped (and, if that is not enough,
 /// all of them: a cache miss only costs a round trip).
 const MAX_CACHED: usize = 10_000;
@@ -198,11 +200,27 @@ impl Resolver {
         cache.insert(key, (principal, now + self.ttl));
     }
 
+    async fn query(
+        &self,
+        payload: bytes::Bytes,
+    ) -> Result<Result<async_nats::Message, async_nats::RequestError>, tokio::time::error::Elapsed>
+    {
+        let request = self.client.request(self.subject.clone(), payload);
+        tokio::time::timeout(RESOLVE_TIMEOUT, request).await
+    }
+
     async fn ask(&self, bearer: &Bearer) -> Result<Principal, ApiError> {
         let payload = serde_json::to_vec(&serde_json::json!({ "credential": bearer.as_str() }))
             .map_err(|e| ApiError::internal(format!("cannot encode a resolve query: {e}")))?;
-        let request = self.client.request(self.subject.clone(), payload.into());
-        let reply = match tokio::time::timeout(RESOLVE_TIMEOUT, request).await {
+        let payload = bytes::Bytes::from(payload);
+        let mut answer = self.query(payload.clone()).await;
+        if matches!(&answer, Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders) {
+            // An auth replica restarting (or a subscription not yet known to this server in a
+            // cluster) looks the same for a moment: ask once more before refusing the caller.
+            tokio::time::sleep(NO_RESPONDERS_RETRY).await;
+            answer = self.query(payload).await;
+        }
+        let reply = match answer {
             Err(_) => {
                 return Err(ApiError::unavailable(
                     "the auth service did not answer in time",
