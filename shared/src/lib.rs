@@ -21,6 +21,7 @@ pub mod process;
 pub mod schema;
 pub mod subjects;
 pub mod telemetry;
+pub mod tenant_keys;
 
 pub use body::{
     alert::{AlertStatus, CanonicalAlert, RawAlert, Severity},
