@@ -75,6 +75,13 @@ async fn shredding_a_tenant_key_makes_its_payloads_unreadable_and_verify_still_p
 
     // While the key exists, an authorised operator reads the payloads back.
     let lines = decrypted(data, &id);
+    // Every stage's entry says what was asked and how long the stage took.
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    for (stage, l) in &lines {
+        let detail = &l["event"]["detail"];
+        assert_eq!(detail["request_type"], "answer", "{stage}: {detail}");
+        assert!(detail["latency_ms"].is_u64(), "{stage}: {detail}");
+    }
     let input = line(&lines, "redact_request")["payload_plaintext"]["input"]
         .as_str()
         .unwrap_or_else(|| panic!("{lines:#?}"))
