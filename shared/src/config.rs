@@ -182,10 +182,11 @@ pub struct ServiceConfig<T> {
 }
 
 /// Keys holding file paths, resolved against the configuration file's folder.
-pub const PATH_KEYS: [&str; 3] = [
+pub const PATH_KEYS: [&str; 4] = [
     "enrichment.cmdb_file",
     "correlator.cmdb_file",
     "policy.file",
+    "redaction.audit_keys_dir",
 ];
 
 /// A parsed configuration document (file plus environment), from which sections are taken.

@@ -22,6 +22,7 @@ pub mod schema;
 pub mod subjects;
 pub mod telemetry;
 pub mod topology;
+pub mod tenant_keys;
 
 pub use body::{
     alert::{AlertStatus, CanonicalAlert, RawAlert, Severity},

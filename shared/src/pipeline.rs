@@ -106,11 +106,16 @@ where
     let key = format!("{}:{}", env.id, step.as_str());
     publish_once(bus, ledger, &key, step.as_str(), || async move {
         let started = std::time::Instant::now();
+        let request_type = env.body.request.request_type;
         let outcome = handler(env, step).await;
         if let StageOutcome::Retry(delay) = outcome {
             return Err(Disposition::Nak(delay));
         }
-        let pubs = match outcomes_to_publications(bus, outcome, step) {
+        let facts = CommonFacts {
+            request_type,
+            latency_ms: started.elapsed().as_millis() as u64,
+        };
+        let pubs = match outcomes_to_publications(bus, outcome, step, facts) {
             Ok(Some(pubs)) => pubs,
             Ok(None) => return Err(Disposition::Nak(Duration::from_millis(500))),
             Err(e) => {
@@ -125,15 +130,41 @@ where
     .await
 }
 
+/// What every stage's audit entry records besides the stage's own facts.
+#[derive(Debug, Clone, Copy)]
+struct CommonFacts {
+    request_type: crate::RequestType,
+    /// Time spent in the stage's handler for this request.
+    latency_ms: u64,
+}
+
+impl CommonFacts {
+    /// Adds the facts to a stage's detail object, never overwriting what the stage said.
+    fn add_to(self, mut detail: serde_json::Value) -> serde_json::Value {
+        if detail.is_null() {
+            detail = serde_json::json!({});
+        }
+        if let Some(map) = detail.as_object_mut() {
+            map.entry("request_type")
+                .or_insert_with(|| serde_json::json!(self.request_type));
+            map.entry("latency_ms")
+                .or_insert_with(|| serde_json::json!(self.latency_ms));
+        }
+        detail
+    }
+}
+
 fn outcomes_to_publications(
     bus: &Bus,
     outcome: StageOutcome,
     step: Step,
+    facts: CommonFacts,
 ) -> Result<Option<Vec<Publication>>, ServiceError> {
     let stage = step.as_str();
     match outcome {
         StageOutcome::Retry(_) => Ok(None),
         StageOutcome::Continue { mut env, detail } => {
+            let detail = facts.add_to(detail);
             let audit = audit_publication(bus, &env, stage, AuditOutcome::Ok, None, detail)?;
             env.trace = env.trace.child();
             let mut pubs = match env.itinerary.advance() {
@@ -152,6 +183,7 @@ fn outcomes_to_publications(
             error,
             detail,
         } => {
+            let detail = facts.add_to(detail);
             let audit = audit_publication(
                 bus,
                 &env,
@@ -166,5 +198,29 @@ fn outcomes_to_publications(
             pubs.push(audit);
             Ok(Some(pubs))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_entry_gets_request_type_and_latency_without_losing_the_stage_facts() {
+        let facts = CommonFacts {
+            request_type: crate::RequestType::Answer,
+            latency_ms: 12,
+        };
+        assert_eq!(
+            facts.add_to(json!({"sources": ["cmdb"]})),
+            json!({"sources": ["cmdb"], "request_type": "answer", "latency_ms": 12})
+        );
+        assert_eq!(
+            facts.add_to(serde_json::Value::Null),
+            json!({"request_type": "answer", "latency_ms": 12})
+        );
+        // A stage that measured its own latency keeps its figure.
+        assert_eq!(facts.add_to(json!({"latency_ms": 3}))["latency_ms"], 3);
     }
 }

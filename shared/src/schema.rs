@@ -6,7 +6,7 @@
 use schemars::{schema_for, Schema};
 
 use crate::body::alert::{CanonicalAlert, RawAlert};
-use crate::body::audit::{AuditEvent, Checkpoint};
+use crate::body::audit::{AuditEvent, Checkpoint, SealedPayload};
 use crate::body::catalog::{CatalogAnswer, CatalogQuery};
 use crate::body::dead_letter::DeadLetter;
 use crate::body::exchange::{AiRequest, Exchange};
@@ -32,6 +32,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("error.schema.json", schema_for!(ErrorBody)),
         ("budget_alert.schema.json", schema_for!(BudgetAlert)),
         ("checkpoint.schema.json", schema_for!(Checkpoint)),
+        ("sealed_payload.schema.json", schema_for!(SealedPayload)),
         ("catalog_query.schema.json", schema_for!(CatalogQuery)),
         ("catalog_answer.schema.json", schema_for!(CatalogAnswer)),
         ("dead_letter.schema.json", schema_for!(DeadLetter)),

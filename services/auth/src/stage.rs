@@ -71,11 +71,12 @@ impl AuthorizeStage {
         let key = format!("{}:{STAGE}", env.id);
         let now = Utc::now();
         publish_once(&self.bus, self.ledger.as_ref(), &key, STAGE, || async {
+            let started = std::time::Instant::now();
             let resolved = self
                 .credentials
                 .resolve(env.credential.as_deref(), now)
                 .await;
-            self.publications(env, resolved)
+            self.publications(env, resolved, started)
         })
         .instrument(span)
         .await
@@ -85,6 +86,7 @@ impl AuthorizeStage {
         &self,
         env: Envelope<Exchange>,
         resolved: Result<Principal, mcplane_shared::ErrorBody>,
+        started: std::time::Instant,
     ) -> Result<Vec<Publication>, Disposition> {
         let encode_failed = |e: ServiceError| {
             tracing::error!(error = %e, "cannot encode outputs");
@@ -92,6 +94,7 @@ impl AuthorizeStage {
         };
         // One engine for the whole decision, and its version in the audit entry.
         let policy = self.policy.current();
+        let request_type = env.body.request.request_type;
         let decision = match decide(env, resolved, &self.config, &policy) {
             Decision::Forward(env) => {
                 let admitted = match &env.principal {
@@ -117,6 +120,8 @@ impl AuthorizeStage {
             Decision::Forward(mut env) => {
                 let mut detail = principal_detail(env.principal.as_ref());
                 detail["policy_version"] = policy.version().into();
+                detail["request_type"] = serde_json::json!(request_type);
+                detail["latency_ms"] = (started.elapsed().as_millis() as u64).into();
                 let audit =
                     audit_publication(&self.bus, &env, STAGE, AuditOutcome::Ok, None, detail)
                         .map_err(encode_failed)?;
@@ -139,6 +144,8 @@ impl AuthorizeStage {
                 let mut detail = principal_detail(env.principal.as_ref());
                 detail["policy_version"] = policy.version().into();
                 detail["message"] = serde_json::Value::String(error.message.clone());
+                detail["request_type"] = serde_json::json!(request_type);
+                detail["latency_ms"] = (started.elapsed().as_millis() as u64).into();
                 let audit =
                     audit_publication(&self.bus, &env, STAGE, outcome, Some(error.code), detail)
                         .map_err(encode_failed)?;

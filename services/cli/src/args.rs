@@ -288,6 +288,29 @@ pub enum AuditCommand {
         /// RFC 3339: entries before.
         #[arg(long)]
         until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Open each entry's sealed payload with the tenant's audit key and print it as
+        /// `payload_plaintext` (or why it does not open as `payload_error`).
+        #[arg(long)]
+        decrypt: bool,
+        /// Folder of the tenants' audit keys (default: `<data>/audit/tenant-keys`);
+        /// `MCPLANE_AUDIT_KEY_<TENANT>` wins over the file.
+        #[arg(long)]
+        keys_dir: Option<PathBuf>,
+    },
+    /// Crypto-shred a tenant's kept payloads (an erasure request): destroy its audit key. The
+    /// chain still verifies; the payloads sealed with the key can never be read again. A new
+    /// key is created with the next payload.
+    Shred {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// Folder of the tenants' audit keys (default: `<data>/audit/tenant-keys`).
+        #[arg(long)]
+        keys_dir: Option<PathBuf>,
+        /// Required: says you mean to make this tenant's payloads unreadable for good.
+        #[arg(long)]
+        destroy_payloads_irreversibly: bool,
     },
 }
 

@@ -1,5 +1,5 @@
-//! `mcplane audit verify|export|checkpoint|query`: the auditor's side of the hash chain, all
-//! offline from a data folder or an export.
+//! `mcplane audit verify|export|checkpoint|query|shred`: the auditor's side of the hash chain,
+//! all offline from a data folder or an export, and the erasure of a tenant's kept payloads.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,7 +8,8 @@ use anyhow::Context;
 use mcplane_audit::chain::ChainEntry;
 use mcplane_audit::checkpoint;
 use mcplane_audit::store::{self, VerifyError};
-use mcplane_shared::body::audit::Checkpoint;
+use mcplane_shared::body::audit::{Checkpoint, SealedPayload, PAYLOAD_DETAIL_KEY};
+use mcplane_shared::tenant_keys::{KeyError, TenantKey, TenantKeys};
 
 use crate::args::AuditCommand;
 
@@ -60,6 +61,46 @@ fn write_lines(entries: &[&ChainEntry], out: &mut dyn Write) -> anyhow::Result<(
     }
     out.flush()?;
     Ok(())
+}
+
+fn keys(data: &std::path::Path, keys_dir: Option<std::path::PathBuf>) -> TenantKeys {
+    TenantKeys::new(keys_dir.unwrap_or_else(|| TenantKeys::default_dir(data)))
+}
+
+/// An entry as `query --decrypt` prints it: the stored entry, plus its payload opened.
+fn decrypted(entry: &ChainEntry, tenant: &str, key: Option<&TenantKey>) -> serde_json::Value {
+    let mut line = serde_json::to_value(entry).unwrap_or_default();
+    let Some(sealed) = entry.event["detail"].get(PAYLOAD_DETAIL_KEY) else {
+        return line;
+    };
+    let opened = open_payload(&entry.event, sealed, tenant, key);
+    match opened {
+        Ok(plain) => line["payload_plaintext"] = plain,
+        Err(e) => line["payload_error"] = e.to_string().into(),
+    }
+    line
+}
+
+fn open_payload(
+    event: &serde_json::Value,
+    sealed: &serde_json::Value,
+    tenant: &str,
+    key: Option<&TenantKey>,
+) -> Result<serde_json::Value, KeyError> {
+    let sealed: SealedPayload =
+        serde_json::from_value(sealed.clone()).map_err(|e| KeyError::NotSealed(e.to_string()))?;
+    let Some(key) = key else {
+        return Err(KeyError::OtherKey {
+            sealed_with: sealed.key_id,
+            held: "none (destroyed or never held)".into(),
+        });
+    };
+    let request_id = event["request_id"]
+        .as_str()
+        .and_then(|s| uuid::Uuid::parse_str(s).ok())
+        .ok_or_else(|| KeyError::NotSealed("the entry has no request id".into()))?;
+    let stage = event["stage"].as_str().unwrap_or_default();
+    key.open(&sealed, tenant, request_id, stage)
 }
 
 pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -126,6 +167,8 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             outcome,
             since,
             until,
+            decrypt,
+            keys_dir,
         } => {
             let entries = store::entries(&data, &tenant)?;
             let matching: Vec<&ChainEntry> = entries
@@ -142,7 +185,39 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                         && until.is_none_or(|u| at.is_some_and(|a| a < u))
                 })
                 .collect();
-            write_lines(&matching, output(None)?.as_mut())?;
+            if !decrypt {
+                write_lines(&matching, output(None)?.as_mut())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let key = keys(&data, keys_dir).load(&tenant)?;
+            let mut out = output(None)?;
+            for e in matching {
+                serde_json::to_writer(&mut *out, &decrypted(e, &tenant, key.as_ref()))?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Shred {
+            tenant,
+            data,
+            keys_dir,
+            destroy_payloads_irreversibly,
+        } => {
+            let keys = keys(&data, keys_dir);
+            if !destroy_payloads_irreversibly {
+                eprintln!(
+                    "mcplane: this destroys tenant {tenant}'s audit key in {}: every payload sealed with it becomes unreadable for good. Add --destroy-payloads-irreversibly to proceed.",
+                    keys.dir().display()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            match keys.destroy(&tenant)? {
+                Some(id) => println!(
+                    "tenant {tenant}: audit key {id} destroyed; its payloads are unreadable, the chain still verifies; the next payload gets a new key"
+                ),
+                None => println!("tenant {tenant}: no audit key in {} (nothing to destroy)", keys.dir().display()),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -62,6 +62,12 @@ pub struct Config {
     pub patterns: Vec<CustomPattern>,
     /// Per-tenant additions, by tenant id.
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Keep the redacted input and the checked answer with the audit entries of the two
+    /// redaction steps, sealed with the tenant's audit key (see `mcplane_shared::tenant_keys`).
+    pub audit_payloads: bool,
+    /// Folder of the tenants' audit keys (`<tenant>.key`); default `data_dir/audit/tenant-keys`.
+    /// `MCPLANE_AUDIT_KEY_<TENANT>` overrides a tenant's file.
+    pub audit_keys_dir: Option<std::path::PathBuf>,
 }
 
 /// A configured pattern: its matches are reported as the entity `name`.
@@ -106,6 +112,8 @@ impl Default for Config {
             person_names: Vec::new(),
             patterns: Vec::new(),
             tenants: BTreeMap::new(),
+            audit_payloads: true,
+            audit_keys_dir: None,
         }
     }
 }

@@ -27,6 +27,7 @@ pub use crate::engine::{Counts, Engine, Redactor, RedactorError};
 use crate::config::Config;
 use crate::stage::RedactStage;
 use crate::vault::Vault;
+use mcplane_shared::tenant_keys::TenantKeys;
 
 /// How long a result stays in the ledger: far longer than any redelivery.
 const LEDGER_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -38,8 +39,17 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-redaction").await?;
     let vault = Vault::open(&bus).await?;
-    let stage = RedactStage::new(config.service.clone(), Some(vault))
+    let mut stage = RedactStage::new(config.service.clone(), Some(vault))
         .map_err(|e| ConfigError::new(format!("{}.patterns", Service::Redaction), e.to_string()))?;
+    if config.service.audit_payloads {
+        let dir = config
+            .service
+            .audit_keys_dir
+            .clone()
+            .unwrap_or_else(|| TenantKeys::default_dir(&config.common.data_dir));
+        tracing::info!(keys_dir = %dir.display(), "audit payloads sealed with per-tenant keys");
+        stage.payload_keys = Some(TenantKeys::new(dir));
+    }
     // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
     mcplane_shared::bus::announce(
         &bus,

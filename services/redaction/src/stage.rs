@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use mcplane_shared::body::audit::PAYLOAD_DETAIL_KEY;
 use mcplane_shared::pipeline::StageOutcome;
+use mcplane_shared::tenant_keys::TenantKeys;
 use mcplane_shared::{Envelope, ErrorBody, ErrorCode, Exchange, Step};
 use serde_json::{json, Value};
 
@@ -35,6 +37,8 @@ pub struct RedactStage {
     pub config: Config,
     /// `None` only in unit tests: tokens are then minted but never restored.
     pub vault: Option<Vault>,
+    /// Where the tenants' audit keys are; `None`: no payload is kept with audit entries.
+    pub payload_keys: Option<TenantKeys>,
 }
 
 /// Why an answer is not delivered.
@@ -50,6 +54,7 @@ impl RedactStage {
             redactor: Redactor::new(&config)?,
             config,
             vault,
+            payload_keys: None,
         })
     }
 
@@ -65,7 +70,9 @@ impl RedactStage {
                     }
                 }
                 env.body.redactions.request = owned(&counts);
-                self.continued(env, "request", &counts, json!({}))
+                let kept = json!({ "input": env.body.request.input });
+                let sealed = self.seal(&env, step, kept);
+                self.continued(env, "request", &counts, sealed)
             }
             Step::RedactResponse => {
                 let entry = match &self.vault {
@@ -79,9 +86,17 @@ impl RedactStage {
                     None => VaultEntry::default(),
                 };
                 let outcome = match self.redact_response(&mut env, &entry) {
-                    Ok((counts, restored)) => {
+                    Ok((counts, restored, checked)) => {
                         env.body.redactions.response = owned(&counts);
-                        self.continued(env, "response", &counts, json!({"restored": restored}))
+                        let mut extra = json!({ "restored": restored });
+                        if let Some(answer) = checked {
+                            let sealed = self.seal(&env, step, json!({ "answer": answer }));
+                            if let (Some(e), Value::Object(more)) = (extra.as_object_mut(), sealed)
+                            {
+                                e.extend(more);
+                            }
+                        }
+                        self.continued(env, "response", &counts, extra)
                     }
                     Err(blocked) => {
                         metrics::counter!("mcplane_redaction_blocked_total", "reason" => blocked.reason)
@@ -118,6 +133,27 @@ impl RedactStage {
                 env: Box::new(env),
                 detail: json!({}),
             },
+        }
+    }
+
+    /// The audit detail that keeps `payload` sealed with the tenant's key: `{"payload": …}`,
+    /// or `{"payload_withheld": reason}` when it cannot be sealed (the request goes on; a
+    /// missing payload is logged and counted, never replaced by plaintext).
+    fn seal(&self, env: &Envelope<Exchange>, step: Step, payload: Value) -> Value {
+        let Some(keys) = &self.payload_keys else {
+            return json!({});
+        };
+        // The key is read from disk each time so that a destroyed key stops being used at once.
+        let sealed = keys
+            .load_or_create(&env.tenant)
+            .and_then(|key| key.seal(&env.tenant, env.id, step.as_str(), &payload));
+        match sealed {
+            Ok(sealed) => json!({ PAYLOAD_DETAIL_KEY: sealed }),
+            Err(e) => {
+                metrics::counter!("mcplane_audit_payloads_withheld_total").increment(1);
+                tracing::error!(error = %e, "cannot seal the audit payload; kept without it");
+                json!({ "payload_withheld": "no usable tenant audit key" })
+            }
         }
     }
 
@@ -193,14 +229,16 @@ impl RedactStage {
     }
 
     /// The outbound step, pure: blocks, masks and restores. Returns the counts of what the
-    /// model's answer carried and how many tokens were put back.
+    /// model's answer carried, how many tokens were put back, and the answer as checked
+    /// (masked, tokens not yet restored: what the audit trail may keep).
     pub fn redact_response(
         &self,
         env: &mut Envelope<Exchange>,
         entry: &VaultEntry,
-    ) -> Result<(Counts, u32), Blocked> {
+    ) -> Result<(Counts, u32, Option<String>), Blocked> {
         let engine = self.redactor.engine(&env.tenant);
         let mut counts = Counts::new();
+        let mut checked = None;
         if let Some(response) = &mut env.body.response {
             let spans = engine.find(&response.text);
             let blocking: BTreeSet<String> = spans
@@ -234,6 +272,7 @@ impl RedactStage {
             if let Some(out) = apply(&response.text, &spans, action, &key, None, &mut counts) {
                 response.text = out;
             }
+            checked = Some(response.text.clone());
         }
         let roles = env
             .principal
@@ -255,7 +294,7 @@ impl RedactStage {
         for item in &mut env.body.context {
             walk(&mut item.data, false, &[], &mut |s, _| restore(s));
         }
-        Ok((counts, restored))
+        Ok((counts, restored, checked))
     }
 
     fn blocks_output(&self, kind: EntityType) -> bool {
@@ -391,6 +430,46 @@ mod tests {
         assert!(!detail.to_string().contains("example.com"));
     }
 
+    #[tokio::test]
+    async fn payloads_are_kept_sealed_after_redaction_and_open_only_with_the_tenant_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = TenantKeys::new(dir.path());
+        let mut s = stage(Config::default());
+        s.payload_keys = Some(keys.clone());
+        let env = exchange("alice@example.com says 10.0.0.1 is down", &[]);
+        let id = env.id;
+        let (mut env, detail) = continued(s.handle(env, Step::RedactRequest).await);
+        assert!(
+            !detail.to_string().contains("alice"),
+            "no plaintext: {detail}"
+        );
+        let sealed: mcplane_shared::body::audit::SealedPayload =
+            serde_json::from_value(detail[PAYLOAD_DETAIL_KEY].clone()).unwrap();
+        let key = keys.require("acme").unwrap();
+        assert_eq!(sealed.key_id, key.id());
+        assert_eq!(
+            key.open(&sealed, "acme", id, "redact_request").unwrap(),
+            json!({"input": "<EMAIL_1> says <IP_1> is down"})
+        );
+
+        env.itinerary.advance();
+        answer(&mut env, "call bob@example.org about <IP_1>");
+        let (_, detail) = continued(s.handle(env, Step::RedactResponse).await);
+        let sealed_answer: mcplane_shared::body::audit::SealedPayload =
+            serde_json::from_value(detail[PAYLOAD_DETAIL_KEY].clone()).unwrap();
+        let opened = key
+            .open(&sealed_answer, "acme", id, "redact_response")
+            .unwrap();
+        assert_eq!(
+            opened,
+            json!({"answer": "call [REDACTED:EMAIL] about <IP_1>"})
+        );
+
+        // Shredded: the kept payloads no longer open with anything the operator holds.
+        keys.destroy("acme").unwrap();
+        assert!(keys.load("acme").unwrap().is_none());
+    }
+
     #[test]
     fn tokens_come_back_only_for_authorised_roles_and_model_made_entities_are_masked() {
         let config = Config {
@@ -414,7 +493,7 @@ mod tests {
                 &mut env,
                 "Write to <EMAIL_1> (not bob@example.org) about <IP_1>.",
             );
-            let (counts, _) = s.redact_response(&mut env, &entry).unwrap();
+            let (counts, _, _) = s.redact_response(&mut env, &entry).unwrap();
             assert_eq!(env.body.response.as_ref().unwrap().text, expected);
             assert_eq!(counts, Counts::from([("EMAIL", 1)]));
         }

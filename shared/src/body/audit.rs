@@ -16,7 +16,8 @@ pub enum AuditOutcome {
     Failed,
 }
 
-/// One stage's record of one message. Never holds a raw secret or raw payload.
+/// One stage's record of one message. Never holds a raw secret or a readable payload: a payload
+/// worth keeping travels only sealed, as a [`SealedPayload`] at `detail.payload`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AuditEvent {
     /// Unique per (request, stage): `<request id>:<stage>` is also its `Nats-Msg-Id`.
@@ -39,6 +40,34 @@ impl AuditEvent {
     /// The key that makes an audit event unique: one entry per request and stage.
     pub fn key(&self) -> String {
         format!("{}:{}", self.request_id, self.stage)
+    }
+}
+
+/// Where an audit event's `detail` carries its [`SealedPayload`], when the stage kept one.
+pub const PAYLOAD_DETAIL_KEY: &str = "payload";
+
+/// A payload kept with an audit entry, encrypted with the tenant's audit key
+/// (XChaCha20-Poly1305, a random 24-byte nonce per payload). The associated data binds it to
+/// its tenant and entry ([`SealedPayload::associated_data`]), so a ciphertext moved to another
+/// entry or tenant does not open. The chain hashes these bytes, not the plaintext: destroying
+/// the tenant's key erases the payloads and leaves the chain verifiable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SealedPayload {
+    /// `xchacha20poly1305`.
+    pub alg: String,
+    /// Which tenant key sealed it: the first 8 bytes (hex) of SHA-256 over the key, so an
+    /// operator holding a key (or a rotated one) can tell whether it is the right one.
+    pub key_id: String,
+    /// Hex, 24 bytes.
+    pub nonce: String,
+    /// Hex: the encrypted JSON payload followed by the 16-byte tag.
+    pub ciphertext: String,
+}
+
+impl SealedPayload {
+    /// The associated data: `mcplane-audit-payload-v1\n<tenant>\n<request id>:<stage>`.
+    pub fn associated_data(tenant: &str, request_id: Uuid, stage: &str) -> Vec<u8> {
+        format!("mcplane-audit-payload-v1\n{tenant}\n{request_id}:{stage}").into_bytes()
     }
 }
 
