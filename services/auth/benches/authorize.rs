@@ -77,6 +77,7 @@ fn main() {
         .expect("verifier");
     let credentials = Credentials {
         keys: keys.clone(),
+        fleet_keys: None,
         jwt: Some(jwt),
     };
     let pem = |n: &str| std::fs::read(fixture(n)).expect("pem");
