@@ -5,7 +5,9 @@
 //! lookup, as GitHub's tokens do. Keys are stored only as SHA-256 hex: a slow password hash buys
 //! nothing for keys with this much entropy and would cost on every request. The store is an
 //! append-only JSON-lines file rather than sled because the CLI writes it while a running auth
-//! service reads it (sled locks its folder); the last line per key id wins.
+//! service reads it (sled locks its folder); the last line per key id wins. The file serves one
+//! host (development, offline use); keys valid on every replica live in the fleet's key bucket
+//! (`fleet_keys.rs`), which shares the format, the record and the verdict defined here.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
