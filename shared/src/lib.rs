@@ -21,8 +21,8 @@ pub mod process;
 pub mod schema;
 pub mod subjects;
 pub mod telemetry;
-pub mod topology;
 pub mod tenant_keys;
+pub mod topology;
 
 pub use body::{
     alert::{AlertStatus, CanonicalAlert, RawAlert, Severity},

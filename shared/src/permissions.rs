@@ -6,7 +6,10 @@
 //! a stage by publishing straight into it.
 //!
 //! Services keep `$JS.API.>` (they create their streams, consumers and buckets) and reply
-//! inboxes; what bounds them is where they may publish data.
+//! inboxes; what bounds them is where they may publish data. The one exception is the API key
+//! bucket: only the auth service and the admin user (`mcplane keys`, `mcplane config push`)
+//! may read or write it, so every other service is denied the JetStream API subjects that name
+//! its stream (a compromised enrichment worker cannot list key digests or purge revocations).
 
 use std::fmt::Write;
 
@@ -18,6 +21,8 @@ pub struct NatsUser {
     pub user: String,
     pub password: String,
     pub publish: Vec<String>,
+    /// Exceptions to `publish` (nats-server applies deny after allow).
+    pub deny_publish: Vec<String>,
     pub subscribe: Vec<String>,
 }
 
@@ -44,7 +49,11 @@ fn service_publishes(s: &Subjects, service: Service) -> Vec<String> {
             s.auth_resolve(),
             s.model_catalog(),
         ],
-        Service::Auth => vec![format!("{p}.stage.enrichment.>")],
+        // Auth maintains the key bucket's stream (it creates it) and reads it.
+        Service::Auth => vec![
+            format!("{p}.stage.enrichment.>"),
+            format!("$KV.{}.>", s.keys_bucket()),
+        ],
         Service::Enrichment => vec![format!("{p}.stage.redaction.>")],
         // Only redaction writes the token vault.
         Service::Redaction => vec![
@@ -76,8 +85,26 @@ fn service_publishes(s: &Subjects, service: Service) -> Vec<String> {
     out
 }
 
+/// The JetStream API subjects that name the key bucket's stream `KV_<bucket>`: stream info,
+/// update, delete, purge and message get/delete, direct get, and every consumer operation
+/// (a KV watch or read is a consumer or a direct get). Denied to all but auth and the admin.
+fn key_bucket_api(s: &Subjects) -> Vec<String> {
+    let stream = format!("KV_{}", s.keys_bucket());
+    vec![
+        format!("$JS.API.STREAM.*.{stream}"),
+        format!("$JS.API.STREAM.MSG.*.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.CONSUMER.*.{stream}"),
+        format!("$JS.API.CONSUMER.*.{stream}.>"),
+        format!("$JS.API.CONSUMER.*.*.{stream}"),
+        format!("$JS.API.CONSUMER.*.*.{stream}.>"),
+    ]
+}
+
 /// Every user: one per service, and per tenant an alert publisher and a chat integration, and
-/// one bus-native request client. `password` makes each user's password (tests pass a fixed
+/// one bus-native request client, and the `mcplane-admin` user the CLI's fleet commands
+/// (`mcplane keys --nats`, `mcplane config push`) connect as. `password` makes each user's password (tests pass a fixed
 /// one; the CLI a random one).
 pub fn users(
     subjects: &Subjects,
@@ -106,11 +133,17 @@ pub fn users(
             Service::Model => subscribe.push(subjects.model_catalog()),
             _ => {}
         }
+        let deny_publish = if service == Service::Auth {
+            vec![]
+        } else {
+            key_bucket_api(subjects)
+        };
         let user = format!("{p}-{service}");
         out.push(NatsUser {
             password: password(&user),
             user,
             publish,
+            deny_publish,
             subscribe,
         });
     }
@@ -120,6 +153,7 @@ pub fn users(
             password: password(&user),
             user,
             publish: vec![format!("{p}.alerts.in.{tenant}.>")],
+            deny_publish: vec![],
             subscribe: vec!["_INBOX.>".to_string()],
         });
         let user = format!("{p}-chat-{tenant}");
@@ -127,6 +161,7 @@ pub fn users(
             password: password(&user),
             user,
             publish: vec![],
+            deny_publish: vec![],
             subscribe: vec![
                 subjects.summaries(tenant, ">"),
                 format!("{p}.incidents.{tenant}.>"),
@@ -138,6 +173,22 @@ pub fn users(
         password: password(&user),
         user,
         publish: vec![subjects.requests_submit()],
+        deny_publish: vec![],
+        subscribe: vec!["_INBOX.>".to_string()],
+    });
+    let user = format!("{p}-admin");
+    out.push(NatsUser {
+        password: password(&user),
+        user,
+        publish: vec![
+            "$JS.API.>".to_string(),
+            "$JS.ACK.>".to_string(),
+            "$JS.FC.>".to_string(),
+            "_INBOX.>".to_string(),
+            format!("$KV.{}.>", subjects.keys_bucket()),
+            format!("$KV.{}.>", subjects.config_bucket()),
+        ],
+        deny_publish: vec![],
         subscribe: vec!["_INBOX.>".to_string()],
     });
     out
@@ -156,9 +207,14 @@ pub fn render(users: &[NatsUser]) -> String {
          authorization {\n  users = [\n",
     );
     for u in users {
+        let deny = if u.deny_publish.is_empty() {
+            String::new()
+        } else {
+            format!(", deny: {}", list(&u.deny_publish))
+        };
         let _ = writeln!(
             out,
-            "    {{ user: {:?}, password: {:?}, permissions: {{ publish: {{ allow: {} }}, subscribe: {{ allow: {} }} }} }}",
+            "    {{ user: {:?}, password: {:?}, permissions: {{ publish: {{ allow: {}{deny} }}, subscribe: {{ allow: {} }} }} }}",
             u.user,
             u.password,
             list(&u.publish),
@@ -190,7 +246,19 @@ mod tests {
         assert_eq!(alerts.publish, ["mcplane.alerts.in.acme.>"]);
         let client = users.iter().find(|u| u.user == "mcplane-client").unwrap();
         assert_eq!(client.publish, ["mcplane.requests.submit"]);
+        // Only auth and the admin may touch the key bucket.
+        let keys = "$KV.mcplane-keys.>".to_string();
+        for u in &users {
+            let may = u.user == "mcplane-auth" || u.user == "mcplane-admin";
+            assert_eq!(u.publish.contains(&keys), may, "{}", u.user);
+            let js = u.publish.contains(&"$JS.API.>".to_string());
+            let denied = u
+                .deny_publish
+                .contains(&"$JS.API.DIRECT.GET.KV_mcplane-keys.>".to_string());
+            assert_eq!(js && !may, denied, "{}", u.user);
+        }
         let text = render(&users);
+        assert!(text.contains("deny: [\"$JS.API.STREAM.*.KV_mcplane-keys\""));
         assert!(text.contains("user: \"mcplane-gateway\", password: \"pw-mcplane-gateway\""));
         assert_eq!(
             chat.url("nats://127.0.0.1:4222"),

@@ -307,6 +307,13 @@ impl Subjects {
         format!("{}-redaction-vault", self.prefix)
     }
 
+    /// API key records by key id (`key_<12 hex>`): digest, tenant, roles, expiry, revocation,
+    /// never a key. `mcplane keys` writes it; every auth replica watches it into memory, so a
+    /// key is valid, and a revocation felt, on every replica wherever it runs.
+    pub fn keys_bucket(&self) -> String {
+        format!("{}-keys", self.prefix)
+    }
+
     /// Fleet-wide claims of once-only effects (model calls, Slack posts), keyed `<id>.<stage>`.
     pub fn claims_bucket(&self) -> String {
         format!("{}-claims", self.prefix)
@@ -364,6 +371,7 @@ mod tests {
         assert_eq!(s.stage(Service::Model, "t1"), "mcp-test.stage.model.t1");
         assert_eq!(s.stream_name(StreamKind::Pipeline), "MCP_TEST_PIPELINE");
         assert_eq!(s.results_bucket(), "mcp-test-results");
+        assert_eq!(s.keys_bucket(), "mcp-test-keys");
         assert!(s.is_internal("mcp-test.alerts.summary.0.t1"));
         assert!(!s.is_internal("mcp-testx.alerts"));
         assert!(!s.is_internal("_INBOX.abc"));

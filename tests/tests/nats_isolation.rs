@@ -1,7 +1,8 @@
 //! The generated NATS authorization (`mcplane nats-config`) enforced by a real nats-server:
 //! the whole fleet works with each service connected as its own user, a tenant's chat
 //! integration cannot subscribe to another tenant's summaries, a tenant's monitoring tool cannot
-//! publish another tenant's alerts, and a client cannot publish into an internal stage subject.
+//! publish another tenant's alerts, a client cannot publish into an internal stage subject,
+//! and only auth and the admin reach the API key bucket.
 
 use std::time::Duration;
 
@@ -102,6 +103,45 @@ async fn with_the_generated_authorization_each_party_reaches_only_its_own_subjec
     })
     .await;
     assert!(ready.is_some(), "the gateway never became ready");
+
+    // The admin (`mcplane keys create --nats`) issues a key into the fleet's bucket; the auth
+    // service, as its own user, follows it.
+    let (admin, _) = connect_as(&nats, &user("mcplane-admin")).await;
+    let admin = mcplane_shared::bus::Bus::from_client(admin, Default::default());
+    let (bucket_key, _) = mcplane_auth::fleet_keys::KeyBucket::open(&admin)
+        .await
+        .unwrap()
+        .create("acme", vec!["sre".into()], PrincipalKind::User, None)
+        .await
+        .unwrap();
+    let accepted = mcplane_tests::eventually(Duration::from_secs(10), || async {
+        let r = client
+            .get(format!("{base}/v1/models"))
+            .bearer_auth(&bucket_key)
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    assert!(accepted.is_some(), "the bucket key is accepted");
+    // Any other service is refused the bucket: no reading digests, no purging revocations.
+    let (gateway, mut gateway_errors) = connect_as(&nats, &user("mcplane-gateway")).await;
+    let js = async_nats::jetstream::new(gateway);
+    let read = tokio::time::timeout(
+        Duration::from_secs(3),
+        js.get_key_value(subjects.keys_bucket()),
+    )
+    .await;
+    assert!(
+        !matches!(read, Ok(Ok(_))),
+        "the gateway opened the key bucket"
+    );
+    let error = violation(&mut gateway_errors).await;
+    assert!(
+        error.contains("Permissions Violation") && error.contains("KV_mcplane-keys"),
+        "{error}"
+    );
 
     let (chat, mut chat_errors) = connect_as(&nats, &user("mcplane-chat-acme")).await;
     let mut own = chat

@@ -2,6 +2,11 @@
 //! lookup) and a JWT (RS256 / ES256 / HS256 signature and claims), then the decision, then the
 //! rate-limit admission.
 //!
+//! `api_key` resolves a key from the local key file; `api_key_fleet` one from the fleet's key
+//! bucket, as a running replica does: a real nats-server (the testkit's) holds 1,001 key
+//! records and the in-memory index follows it by a KV watch, so the lookup itself stays in
+//! memory.
+//!
 //! `cargo bench -p mcplane-auth --bench authorize` prints criterion's report, then one JSON
 //! line with the mean of each benchmark in nanoseconds.
 
@@ -13,6 +18,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use mcplane_auth::authorize::decide;
 use mcplane_auth::config::Config;
 use mcplane_auth::credentials::Credentials;
+use mcplane_auth::fleet_keys::{FleetKeys, KeyBucket};
 use mcplane_auth::jwt::{JwtConfig, JwtVerifier};
 use mcplane_auth::keys::KeyStore;
 use mcplane_auth::limits::{Limits, LimitsConfig};
@@ -65,6 +71,47 @@ fn main() {
     let (key, _) = keys
         .create("acme", vec!["sre".into()], PrincipalKind::User, None)
         .expect("key");
+    // The fleet's key bucket, with as many keys as the file.
+    let nats = mcplane_testkit::NatsServer::start();
+    let fleet_keys = std::sync::Arc::new(FleetKeys::new());
+    let fleet_key = runtime.block_on(async {
+        let bus = mcplane_shared::bus::connect(&mcplane_testkit::bus_config(&nats), "bench")
+            .await
+            .expect("bus");
+        let bucket = KeyBucket::open(&bus).await.expect("key bucket");
+        for i in 0..1_000 {
+            bucket
+                .create(
+                    &format!("t{i}"),
+                    vec!["sre".into()],
+                    PrincipalKind::User,
+                    None,
+                )
+                .await
+                .expect("key");
+        }
+        let (key, _) = bucket
+            .create("acme", vec!["sre".into()], PrincipalKind::User, None)
+            .await
+            .expect("key");
+        let follower = fleet_keys.clone();
+        tokio::spawn(async move { follower.follow(bus, Default::default()).await });
+        fleet_keys.wait_ready().await;
+        // Ready means the snapshot is in; the last key may still be on its way.
+        while fleet_keys
+            .lookup(&mcplane_auth::keys::key_hash(&key), Utc::now())
+            .expect("loaded")
+            .is_none()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        key
+    });
+    let fleet_credentials = Credentials {
+        keys: keys.clone(),
+        fleet_keys: Some(fleet_keys),
+        jwt: None,
+    };
     let jwt = runtime
         .block_on(JwtVerifier::new(JwtConfig {
             issuer: "https://idp".into(),
@@ -77,6 +124,7 @@ fn main() {
         .expect("verifier");
     let credentials = Credentials {
         keys: keys.clone(),
+        fleet_keys: None,
         jwt: Some(jwt),
     };
     let pem = |n: &str| std::fs::read(fixture(n)).expect("pem");
@@ -106,11 +154,12 @@ fn main() {
     let policy = mcplane_shared::policy::PolicyEngine::builtin().expect("built-in policy");
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("authorize");
-    for (name, credential) in [
-        ("api_key", &key),
-        ("jwt_rs256", &rs),
-        ("jwt_es256", &es),
-        ("jwt_hs256", &hs),
+    for (name, credential, credentials) in [
+        ("api_key", &key, &credentials),
+        ("api_key_fleet", &fleet_key, &fleet_credentials),
+        ("jwt_rs256", &rs, &credentials),
+        ("jwt_es256", &es, &credentials),
+        ("jwt_hs256", &hs, &credentials),
     ] {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| async {
@@ -130,7 +179,13 @@ fn main() {
     group.finish();
     c.final_summary();
     let mut ns = serde_json::Map::new();
-    for name in ["api_key", "jwt_rs256", "jwt_es256", "jwt_hs256"] {
+    for name in [
+        "api_key",
+        "api_key_fleet",
+        "jwt_rs256",
+        "jwt_es256",
+        "jwt_hs256",
+    ] {
         let path = home
             .join("authorize")
             .join(name)

@@ -3,15 +3,25 @@
 //! says which: an `mcp_` key never looks like a JWT, so nothing is tried twice.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mcplane_shared::{ErrorBody, ErrorCode, Principal};
 
+use crate::fleet_keys::FleetKeys;
 use crate::jwt::{looks_like_jwt, JwtVerifier};
-use crate::keys::KeyStore;
+use crate::keys::{invalid_key, key_hash, looks_like_key, KeyStore};
+
+/// How long a key lookup waits for the key bucket's first snapshot before it answers
+/// `unavailable`: long enough to cover a replica's start, short enough for a client's timeout.
+const KEYS_READY_WAIT: Duration = Duration::from_secs(3);
 
 pub struct Credentials {
+    /// Keys in the local key file (development, offline use).
     pub keys: Arc<KeyStore>,
+    /// Keys in the fleet's key bucket, valid on every replica; consulted first, so a key
+    /// imported from the file and revoked in the bucket stays revoked.
+    pub fleet_keys: Option<Arc<FleetKeys>>,
     pub jwt: Option<JwtVerifier>,
 }
 
@@ -38,7 +48,29 @@ impl Credentials {
                 }
                 result
             }
-            _ => self.keys.lookup(presented, now),
+            _ => self.lookup_key(presented, now).await,
+        }
+    }
+
+    async fn lookup_key(
+        &self,
+        presented: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Principal, ErrorBody> {
+        let Some(fleet) = &self.fleet_keys else {
+            return self.keys.lookup(presented, now);
+        };
+        if !looks_like_key(presented) {
+            return Err(invalid_key());
+        }
+        let hash = key_hash(presented);
+        if !fleet.is_ready() {
+            // Just started, or the bucket was unreachable: give the first snapshot a moment.
+            let _ = tokio::time::timeout(KEYS_READY_WAIT, fleet.wait_ready()).await;
+        }
+        match fleet.lookup(&hash, now)? {
+            Some(principal) => Ok(principal),
+            None => self.keys.lookup_digest(&hash, now),
         }
     }
 }

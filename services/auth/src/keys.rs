@@ -5,7 +5,9 @@
 //! lookup, as GitHub's tokens do. Keys are stored only as SHA-256 hex: a slow password hash buys
 //! nothing for keys with this much entropy and would cost on every request. The store is an
 //! append-only JSON-lines file rather than sled because the CLI writes it while a running auth
-//! service reads it (sled locks its folder); the last line per key id wins.
+//! service reads it (sled locks its folder); the last line per key id wins. The file serves one
+//! host (development, offline use); keys valid on every replica live in the fleet's key bucket
+//! (`fleet_keys.rs`), which shares the format, the record and the verdict defined here.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -58,9 +60,25 @@ impl KeyRecord {
         }
     }
 
+    /// What a presented key whose digest matched this record gets at `now`. Revoked keys are
+    /// as unknown ones; only an expired key says so (its holder was once trusted, and the fix
+    /// differs).
+    pub fn verdict(&self, now: DateTime<Utc>) -> Result<Principal, ErrorBody> {
+        if self.revoked {
+            return Err(invalid_key());
+        }
+        if self.expires_at.is_some_and(|at| at <= now) {
+            return Err(ErrorBody::new(
+                ErrorCode::Unauthenticated,
+                "API key expired",
+            ));
+        }
+        Ok(self.principal())
+    }
+
     /// Whether a record read from the file is one the service may honour (the file can be
     /// edited by hand; a bad tenant would otherwise end up in a subject).
-    fn is_sane(&self) -> bool {
+    pub fn is_sane(&self) -> bool {
         let tenant_ok = validate_token(&self.tenant).is_ok()
             || (self.tenant == ANY_TENANT && self.kind == PrincipalKind::ServiceAccount);
         tenant_ok
@@ -88,6 +106,47 @@ pub enum KeyError {
     Random(String),
     #[error("cannot encode key record: {0}")]
     Encode(String),
+    #[error("key bucket: {0}")]
+    Bus(String),
+}
+
+/// The denial for an unknown, malformed or revoked key: the same words for all three, so a
+/// caller learns nothing about which keys exist.
+pub fn invalid_key() -> ErrorBody {
+    ErrorBody::new(ErrorCode::Unauthenticated, "invalid API key")
+}
+
+/// Validates the metadata, mints a key and builds its record (with a fresh key id; the caller
+/// makes the id unique in its store). The key is returned to be shown once.
+pub fn new_key(
+    tenant: &str,
+    roles: Vec<String>,
+    kind: PrincipalKind,
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(String, KeyRecord), KeyError> {
+    let any_tenant = tenant == ANY_TENANT && kind == PrincipalKind::ServiceAccount;
+    if !any_tenant && validate_token(tenant).is_err() {
+        return Err(KeyError::InvalidTenant(tenant.to_string()));
+    }
+    if let Some(bad) = roles.iter().find(|r| validate_token(r).is_err()) {
+        return Err(KeyError::InvalidRole(bad.clone()));
+    }
+    if let Some(at) = expires_at.filter(|at| *at <= now) {
+        return Err(KeyError::InvalidExpiry(at));
+    }
+    let key = mint_key()?;
+    let record = KeyRecord {
+        key_id: new_key_id()?,
+        hash: key_hash(&key),
+        tenant: tenant.to_string(),
+        roles,
+        kind,
+        created_at: now,
+        expires_at,
+        revoked: false,
+    };
+    Ok((key, record))
 }
 
 // ---- key format (shared::api_key) ---------------------------------------------------------
@@ -115,13 +174,13 @@ fn mint_key() -> Result<String, KeyError> {
     Ok(key)
 }
 
-fn new_key_id() -> Result<String, KeyError> {
+pub(crate) fn new_key_id() -> Result<String, KeyError> {
     let mut bytes = [0u8; 6];
     getrandom::fill(&mut bytes).map_err(|e| KeyError::Random(e.to_string()))?;
     Ok(format!("key_{}", hex::encode(bytes)))
 }
 
-fn is_key_id(s: &str) -> bool {
+pub fn is_key_id(s: &str) -> bool {
     s.strip_prefix("key_")
         .is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
@@ -192,35 +251,13 @@ impl KeyStore {
         kind: PrincipalKind,
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<(String, KeyRecord), KeyError> {
-        let any_tenant = tenant == ANY_TENANT && kind == PrincipalKind::ServiceAccount;
-        if !any_tenant && validate_token(tenant).is_err() {
-            return Err(KeyError::InvalidTenant(tenant.to_string()));
-        }
-        if let Some(bad) = roles.iter().find(|r| validate_token(r).is_err()) {
-            return Err(KeyError::InvalidRole(bad.clone()));
-        }
-        let created_at = Utc::now();
-        if let Some(at) = expires_at.filter(|at| *at <= created_at) {
-            return Err(KeyError::InvalidExpiry(at));
-        }
-        let key = mint_key()?;
+        let (key, mut record) = new_key(tenant, roles, kind, expires_at, Utc::now())?;
         let mut loaded = self.lock();
         self.reload_if_changed(&mut loaded)
             .map_err(|e| self.io(e))?;
-        let mut key_id = new_key_id()?;
-        while loaded.by_id.contains_key(&key_id) {
-            key_id = new_key_id()?;
+        while loaded.by_id.contains_key(&record.key_id) {
+            record.key_id = new_key_id()?;
         }
-        let record = KeyRecord {
-            key_id,
-            hash: key_hash(&key),
-            tenant: tenant.to_string(),
-            roles,
-            kind,
-            created_at,
-            expires_at,
-            revoked: false,
-        };
         self.append(&record)?;
         self.reload(&mut loaded).map_err(|e| self.io(e))?;
         Ok((key, record))
@@ -261,20 +298,23 @@ impl KeyStore {
     /// are all `unauthenticated`; only an expired key says so in the message (its holder was
     /// once trusted, and the fix differs). A key file that cannot be read is `unavailable`.
     pub fn lookup(&self, presented: &str, now: DateTime<Utc>) -> Result<Principal, ErrorBody> {
-        let denied = || ErrorBody::new(ErrorCode::Unauthenticated, "invalid API key");
         if !looks_like_key(presented) {
-            return Err(denied());
+            return Err(invalid_key());
         }
-        let hash = key_hash(presented);
+        self.lookup_digest(&key_hash(presented), now)
+    }
+
+    /// [`KeyStore::lookup`] for a key already checked and hashed.
+    pub fn lookup_digest(&self, hash: &str, now: DateTime<Utc>) -> Result<Principal, ErrorBody> {
         let mut loaded = self.lock();
         let due = loaded
             .checked_at
             .is_none_or(|at| at.elapsed() >= RELOAD_INTERVAL);
         // On a miss, look again at once: the key may have been created a moment ago.
-        if due || !loaded.by_hash.contains_key(&hash) {
+        if due || !loaded.by_hash.contains_key(hash) {
             if let Err(e) = self.reload_if_changed(&mut loaded) {
                 tracing::error!(path = %self.path.display(), error = %e, "cannot read the key file");
-                if !loaded.by_hash.contains_key(&hash) {
+                if !loaded.by_hash.contains_key(hash) {
                     return Err(ErrorBody::new(
                         ErrorCode::Unavailable,
                         "the key store cannot be read",
@@ -284,19 +324,10 @@ impl KeyStore {
         }
         let record = loaded
             .by_hash
-            .get(&hash)
+            .get(hash)
             .and_then(|id| loaded.by_id.get(id))
-            .ok_or_else(denied)?;
-        if record.revoked {
-            return Err(denied());
-        }
-        if record.expires_at.is_some_and(|at| at <= now) {
-            return Err(ErrorBody::new(
-                ErrorCode::Unauthenticated,
-                "API key expired",
-            ));
-        }
-        Ok(record.principal())
+            .ok_or_else(invalid_key)?;
+        record.verdict(now)
     }
 
     fn lock(&self) -> MutexGuard<'_, Loaded> {

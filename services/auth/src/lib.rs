@@ -4,12 +4,14 @@
 //! It consumes `mcplane.requests.submit`, resolves the bearer key to a principal (tenant and
 //! roles), removes the credential, validates the request and writes its itinerary, so no client
 //! can skip redaction or audit; a denial is delivered at once as a coded error. It also answers
-//! credential queries on `mcplane.auth.resolve` for the gateway. Keys live in a file the CLI
-//! writes and this service re-reads when it changes, so new keys need no restart.
+//! credential queries on `mcplane.auth.resolve` for the gateway. Keys live in the fleet's key
+//! bucket, which every replica watches into memory (`fleet_keys`), and, for development and
+//! offline use, in a local key file it re-reads when it changes; neither needs a restart.
 
 pub mod authorize;
 pub mod config;
 pub mod credentials;
+pub mod fleet_keys;
 pub mod jwt;
 pub mod keys;
 pub mod limits;
@@ -26,6 +28,7 @@ use mcplane_shared::{Service, ServiceError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::fleet_keys::FleetKeys;
 use crate::keys::KeyStore;
 use crate::stage::AuthorizeStage;
 
@@ -63,13 +66,21 @@ pub async fn run(
     };
     let policy = LivePolicy::new(config.common.policy_engine()?);
     tracing::info!(keys = %keys.path().display(), jwt = jwt.is_some(), policy = policy.current().version(), "auth service starting");
-    let credentials = Arc::new(credentials::Credentials {
-        keys: keys.clone(),
-        jwt,
-    });
 
     // Everything stops when the caller asks, or when one part fails.
     let stop = shutdown.child_token();
+    // The key bucket is followed for as long as the service runs. Until its first snapshot is
+    // in, a key lookup waits for it (bounded) and then answers `unavailable`: never a guess.
+    let fleet_keys = Arc::new(FleetKeys::new());
+    let following_keys = {
+        let (fleet_keys, bus, stop) = (fleet_keys.clone(), bus.clone(), stop.clone());
+        tokio::spawn(async move { fleet_keys.follow(bus, stop).await })
+    };
+    let credentials = Arc::new(credentials::Credentials {
+        keys: keys.clone(),
+        fleet_keys: Some(fleet_keys),
+        jwt,
+    });
     let subscription = resolve::subscribe(&bus).await?;
     let resolving = {
         let (bus, credentials, stop) = (bus.clone(), credentials.clone(), stop.clone());
@@ -97,6 +108,7 @@ pub async fn run(
     drop(stage);
     let _ = rotating.await;
     let _ = following.await;
+    let _ = following_keys.await;
     let resolved = resolving
         .await
         .map_err(|e| ServiceError::Other(format!("auth resolve task: {e}")))?;

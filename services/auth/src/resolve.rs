@@ -119,6 +119,7 @@ mod tests {
         let keys = Arc::new(KeyStore::open(dir.path()).unwrap());
         let credentials = Credentials {
             keys: keys.clone(),
+            fleet_keys: None,
             jwt: None,
         };
         let (key, record) = keys

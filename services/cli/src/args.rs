@@ -202,6 +202,21 @@ pub struct RunArgs {
     pub data: Option<PathBuf>,
 }
 
+/// Where `mcplane keys` keeps keys: the fleet's key bucket on NATS when `--nats` or `--config`
+/// is given (valid on every auth replica), else the key file under `--data` (one host).
+#[derive(Debug, Clone, Args)]
+pub struct KeyStoreArgs {
+    /// The data folder holding `auth/keys.jsonl` (file mode).
+    #[arg(long, default_value = "./data")]
+    pub data: PathBuf,
+    /// Use the key bucket of the fleet at this NATS URL (`nats://user:password@host:port`).
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// Use the key bucket of the fleet this configuration's `[bus]` names.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Create a key and print it (it is shown only this once).
@@ -218,19 +233,25 @@ pub enum KeysCommand {
         /// Days until the key expires (default: never).
         #[arg(long)]
         expires_in_days: Option<u32>,
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: KeyStoreArgs,
     },
     /// List keys (ids and metadata, never the keys).
     List {
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: KeyStoreArgs,
     },
     /// Revoke a key by id.
     Revoke {
         key_id: String,
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: KeyStoreArgs,
+    },
+    /// Copy the key file under `--data` into the fleet's key bucket (`--nats` or `--config`),
+    /// revocations included; safe to run again.
+    Import {
+        #[command(flatten)]
+        store: KeyStoreArgs,
     },
 }
 

@@ -47,6 +47,16 @@ impl Bus {
         Ok(())
     }
 
+    /// The API key bucket, created if missing. Not part of [`Bus::ensure`]: only the auth
+    /// service and the `mcplane keys` admin may touch it (the generated NATS permissions deny
+    /// every other service its JetStream API), so only they create it. A few versions per key
+    /// are kept so an operator can see when a key was revoked; records never expire by age
+    /// (a key's own `expires_at` does that).
+    pub async fn ensure_keys_bucket(&self) -> Result<kv::Store, ServiceError> {
+        self.ensure_bucket(&self.subjects.keys_bucket(), Duration::ZERO, 8)
+            .await
+    }
+
     fn stream_config(&self, kind: StreamKind) -> stream::Config {
         let day = Duration::from_secs(24 * 3600);
         let (retention, max_age) = match kind {
