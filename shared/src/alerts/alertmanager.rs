@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::fields::{first_of, invalid, Fields};
+use super::fields::{first_of, invalid, unique_links, Fields};
 use super::fingerprint;
 use crate::body::alert::{AlertStatus, CanonicalAlert, Severity};
 use crate::error::ErrorBody;
@@ -98,18 +98,10 @@ fn one(
         .unwrap_or_else(|| format!("alert {fingerprint}"));
     let starts_at = alert.opt_time("startsAt")?.unwrap_or(received_at);
     let ends_at = alert.opt_time("endsAt")?;
-    let mut links = Vec::new();
-    for link in [
+    let links = unique_links([
         alert.opt_str("generatorURL")?,
         first_of(&annotations, &["runbook_url"]),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if !links.iter().any(|l| l == link) {
-            links.push(link.to_string());
-        }
-    }
+    ]);
     let mut original = context.clone();
     original.insert("alert".to_string(), Value::Object(alert.map.clone()));
 

@@ -170,6 +170,19 @@ pub(crate) fn first_of<'m>(map: &'m BTreeMap<String, String>, keys: &[&str]) -> 
         .find(|v| !v.is_empty())
 }
 
+/// The links given, in order, each once (formats name the same URL in several fields).
+pub(crate) fn unique_links<'a>(
+    candidates: impl IntoIterator<Item = Option<&'a str>>,
+) -> Vec<String> {
+    let mut links: Vec<String> = Vec::new();
+    for link in candidates.into_iter().flatten() {
+        if !links.iter().any(|l| l == link) {
+            links.push(link.to_string());
+        }
+    }
+    links
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

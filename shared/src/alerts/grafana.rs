@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::fields::{first_of, invalid, Fields};
+use super::fields::{first_of, invalid, unique_links, Fields};
 use super::fingerprint;
 use crate::body::alert::{AlertStatus, CanonicalAlert, Severity};
 use crate::error::ErrorBody;
@@ -98,20 +98,12 @@ fn one(
         AlertStatus::Resolved => alert.opt_time("endsAt")?,
         AlertStatus::Firing => None,
     };
-    let mut links: Vec<String> = Vec::new();
-    for link in [
+    let links = unique_links([
         alert.opt_str("dashboardURL")?,
         alert.opt_str("panelURL")?,
         alert.opt_str("generatorURL")?,
         first_of(&annotations, &["runbook_url"]),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if !links.iter().any(|l| l == link) {
-            links.push(link.to_string());
-        }
-    }
+    ]);
     let mut original = context.clone();
     original.insert("alert".to_string(), Value::Object(alert.map.clone()));
 
