@@ -75,20 +75,31 @@ impl Claims {
         self.mine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn won(&self, key: &str) -> Claim {
-        self.mine().held.insert(key.to_string());
-        Claim::Won
-    }
-
     pub async fn claim(&self, key: &str) -> Result<Claim, ServiceError> {
         // What this process knows comes first: a server restarted with `kill -9` may have lost
         // its last writes (claims included) even though it acknowledged them.
         if let Some(known) = self.known_here(key).await? {
             return Ok(known);
         }
+        // Reserved here before the bus is asked, so a second delivery of the same key on this
+        // process waits for the first instead of taking the first's pending claim (which names
+        // this process) for one abandoned here.
+        if !self.mine().held.insert(key.to_string()) {
+            return Ok(Claim::Pending {
+                age: Duration::ZERO,
+            });
+        }
+        let outcome = self.claim_on_bus(key).await;
+        if !matches!(outcome, Ok(Claim::Won)) {
+            self.mine().held.remove(key);
+        }
+        outcome
+    }
+
+    async fn claim_on_bus(&self, key: &str) -> Result<Claim, ServiceError> {
         let pending = Bytes::from(format!("pending:{}:{}", now_millis(), self.owner));
         match self.kv.create(key, pending).await {
-            Ok(_) => Ok(self.won(key)),
+            Ok(_) => Ok(Claim::Won),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 match self.kv.get(key).await.map_err(ServiceError::bus)? {
                     Some(v) if !v.starts_with(PENDING_PREFIX) => Ok(Claim::Done(v)),
@@ -97,7 +108,9 @@ impl Claims {
                         let text = std::str::from_utf8(&v[PENDING_PREFIX.len()..]).unwrap_or("");
                         let (since, owner) = text.split_once(':').unwrap_or((text, ""));
                         if owner == self.owner {
-                            return self.own_pending(key).await;
+                            // Made here by a create whose answer was lost, and nothing here is
+                            // working on it (we hold the reservation): take it over.
+                            return Ok(Claim::Won);
                         }
                         let since = since.parse::<i64>().unwrap_or(0);
                         let age = u64::try_from(now_millis() - since).unwrap_or(0);
@@ -112,15 +125,6 @@ impl Claims {
                 }
             }
             Err(e) => Err(ServiceError::bus(format!("claim {key}: {e}"))),
-        }
-    }
-
-    /// A pending claim this process made: record a result it could not record before, wait
-    /// for an effect still in progress here, or take over a claim whose create looked failed.
-    async fn own_pending(&self, key: &str) -> Result<Claim, ServiceError> {
-        match self.known_here(key).await? {
-            Some(known) => Ok(known),
-            None => Ok(self.won(key)),
         }
     }
 
