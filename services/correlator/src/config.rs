@@ -4,6 +4,7 @@
 //! `partitions` must be the same on every replica (it decides where an alert's state lives);
 //! `owned_partitions` differs per replica so that together they cover every partition once.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use mcplane_shared::config::{ConfigError, Validate};
@@ -47,8 +48,11 @@ pub struct Config {
     /// The key the correlator presents to the pipeline when asking for a summary. Without it
     /// summaries are assembled without AI and marked degraded.
     pub service_account_key: Option<String>,
-    /// Only incidents at or above this severity are summarised.
+    /// Only incidents at or above this severity are summarised (and so escalated to
+    /// `mcplane.summaries.<tenant>.<severity>`), unless their tenant says otherwise below.
     pub escalate_min_severity: Severity,
+    /// Per-tenant overrides: `[correlator.tenants.<tenant>] escalate_min_severity = "critical"`.
+    pub tenants: BTreeMap<String, TenantConfig>,
     /// How long to wait for the pipeline's answer before publishing a summary assembled
     /// without AI instead.
     pub summary_timeout_secs: u64,
@@ -70,9 +74,18 @@ impl Default for Config {
             cmdb_file: None,
             service_account_key: None,
             escalate_min_severity: Severity::Info,
+            tenants: BTreeMap::new(),
             summary_timeout_secs: 120,
         }
     }
+}
+
+/// One tenant's `[correlator.tenants.<tenant>]` table; what it leaves out, the fleet-wide
+/// setting decides.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantConfig {
+    pub escalate_min_severity: Option<Severity>,
 }
 
 impl Config {
@@ -86,6 +99,16 @@ impl Config {
             }
             None => (0..self.partitions).collect(),
         }
+    }
+
+    /// The escalation thresholds: the fleet-wide one and each tenant's override.
+    pub fn escalation(&self) -> crate::escalation::Escalation {
+        let tenants = self
+            .tenants
+            .iter()
+            .filter_map(|(t, c)| c.escalate_min_severity.map(|s| (t.clone(), s)))
+            .collect();
+        crate::escalation::Escalation::with_tenants(self.escalate_min_severity, tenants)
     }
 }
 
@@ -160,6 +183,21 @@ impl Validate for Config {
             mcplane_shared::topology::Topology::load(path)
                 .map_err(|e| ConfigError::new(key("cmdb_file"), e))?;
         }
+        for (tenant, overrides) in &self.tenants {
+            // A tenant that can never appear in a subject would be a silent no-op.
+            if mcplane_shared::subjects::validate_token(tenant).is_err() || tenant == "*" {
+                return Err(ConfigError::new(
+                    key(&format!("tenants.{tenant}")),
+                    "is not a valid tenant name (lowercase letters, digits, '-' and '_')",
+                ));
+            }
+            if overrides == &TenantConfig::default() {
+                return Err(ConfigError::new(
+                    key(&format!("tenants.{tenant}")),
+                    "sets nothing; give escalate_min_severity or remove the table",
+                ));
+            }
+        }
         if self.summary_timeout_secs == 0 {
             return Err(ConfigError::new(key("summary_timeout_secs"), "must be > 0"));
         }
@@ -206,6 +244,40 @@ mod tests {
         .unwrap();
         assert_eq!(c.escalate_min_severity, Severity::High);
         assert_eq!(c.owned(), vec![1, 3]);
+    }
+
+    #[test]
+    fn tenant_thresholds_override_the_default_for_their_tenant() {
+        let c = Document::parse(
+            "[correlator]\nescalate_min_severity = \"warning\"\n\
+             [correlator.tenants.globex]\nescalate_min_severity = \"critical\"\n",
+        )
+        .unwrap()
+        .section::<Config>("correlator")
+        .unwrap();
+        let e = c.escalation();
+        assert_eq!(e.min_severity("globex"), Severity::Critical);
+        assert_eq!(e.min_severity("acme"), Severity::Warning);
+    }
+
+    #[test]
+    fn tenant_threshold_errors_name_the_key() {
+        assert_eq!(
+            err("[correlator.tenants.globex]\nescalate_min_severity = \"loud\"\n"),
+            "correlator.tenants.globex.escalate_min_severity"
+        );
+        assert!(
+            err("[correlator.tenants.globex]\nescalate_min_severty = \"high\"\n")
+                .starts_with("correlator.tenants.globex")
+        );
+        assert_eq!(
+            err("[correlator.tenants.\"Not A Tenant\"]\nescalate_min_severity = \"high\"\n"),
+            "correlator.tenants.Not A Tenant"
+        );
+        assert_eq!(
+            err("[correlator.tenants.globex]\n"),
+            "correlator.tenants.globex"
+        );
     }
 
     #[test]

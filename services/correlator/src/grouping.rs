@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mcplane_shared::alerts::pagerduty;
-use mcplane_shared::{AlertStatus, CanonicalAlert, Severity};
+use mcplane_shared::{AlertStatus, CanonicalAlert};
 use uuid::Uuid;
 
+use crate::escalation::Escalation;
 use crate::incident::{incident_id, Change, Flapping, Incident};
 use crate::notify::{needs_update, NotifyLog};
 use crate::rules::{group_key, Rules};
@@ -28,7 +29,7 @@ use crate::rules::{group_key, Rules};
 pub const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// The timing rules for grouping and summaries.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub window: Duration,
     pub group_wait: Duration,
@@ -36,7 +37,8 @@ pub struct Policy {
     pub repeat_interval: Duration,
     pub send_resolved: bool,
     pub flapping: Flapping,
-    pub min_severity: Severity,
+    /// Which incidents are summarised, by tenant (see `escalation`).
+    pub escalation: Escalation,
     pub summary_timeout: Duration,
 }
 
@@ -49,7 +51,7 @@ impl Default for Policy {
             repeat_interval: Duration::from_secs(4 * 3600),
             send_resolved: true,
             flapping: Flapping::default(),
-            min_severity: Severity::Info,
+            escalation: Escalation::default(),
             summary_timeout: Duration::from_secs(120),
         }
     }
@@ -392,8 +394,7 @@ fn due_for(i: &Incident, policy: &Policy, now: DateTime<Utc>) -> Option<Due> {
         return (done || stale).then_some(Due::Evict);
     }
     let (firing, resolved) = i.notify_sets();
-    // Severity orders most severe first: "at or above the minimum" is `<=`.
-    let wanted = i.severity() <= policy.min_severity;
+    let wanted = policy.escalation.escalates(&i.tenant, i.severity());
     if wanted
         && needs_update(
             s.log.as_ref(),
@@ -431,6 +432,7 @@ mod tests {
     use super::*;
     use crate::incident::tests::{alert, at};
     use crate::incident::PendingSummary;
+    use mcplane_shared::Severity;
     use AlertStatus::{Firing, Resolved};
 
     const WINDOW: Duration = Duration::from_secs(600);
@@ -707,7 +709,7 @@ mod tests {
         let mut book = IncidentBook::default();
         apply(&mut book, &alert("api", "a", Firing, Severity::Info), 0);
         let p = Policy {
-            min_severity: Severity::Warning,
+            escalation: crate::escalation::Escalation::at_least(Severity::Warning),
             ..policy()
         };
         assert!(matches!(

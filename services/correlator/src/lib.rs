@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod escalation;
 pub mod grouping;
 pub mod incident;
 pub mod ingest;
@@ -51,7 +52,7 @@ impl Config {
                 threshold: self.flap_threshold,
                 window: Duration::from_secs(self.flap_window_secs),
             },
-            min_severity: self.escalate_min_severity,
+            escalation: self.escalation(),
             summary_timeout: Duration::from_secs(self.summary_timeout_secs),
         }
     }

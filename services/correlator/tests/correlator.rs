@@ -77,8 +77,12 @@ impl Harness {
     }
 
     fn run(&self, key: Option<&str>) -> Running {
+        self.run_with(self.config(key))
+    }
+
+    fn run_with(&self, config: ServiceConfig<Config>) -> Running {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(mcplane_correlator::run(self.config(key), shutdown.clone()));
+        let task = tokio::spawn(mcplane_correlator::run(config, shutdown.clone()));
         (shutdown, task)
     }
 
@@ -471,4 +475,79 @@ async fn a_correlator_killed_mid_burst_and_restarted_loses_nothing_and_duplicate
 
     shutdown.cancel();
     second.await.unwrap().unwrap();
+}
+
+/// One alert of `severity` about `service` for `tenant`, as the gateway would publish it.
+fn alert_for(tenant: &str, service: &str, n: usize) -> Envelope<RawAlert> {
+    Envelope::new(
+        tenant,
+        RawAlert {
+            source: "alertmanager".into(),
+            payload: webhook(service, n),
+            received_at: chrono::Utc::now(),
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incidents_tenant_decides_whether_it_escalates() {
+    let h = Harness::start().await;
+    let mut config = h.config(Some(KEY));
+    // Everything escalates, except for globex, which is paged only for critical incidents.
+    config.service = mcplane_shared::config::Document::parse(
+        "[correlator]\ngroup_wait_ms = 1000\n\
+         [correlator.tenants.globex]\nescalate_min_severity = \"critical\"\n",
+    )
+    .unwrap()
+    .section("correlator")
+    .unwrap();
+    config.service.service_account_key = Some(KEY.to_string());
+    let (shutdown, task) = h.run_with(config);
+    // The same incident for both tenants: `Alert1` is `high`.
+    h.publish_raw(&alert_for(TENANT, "search", 1)).await;
+    h.publish_raw(&alert_for("globex", "search", 1)).await;
+
+    let started = Instant::now();
+    while h.summaries().await.is_empty() || h.opened().await.len() < 2 {
+        assert!(started.elapsed() < DEADLINE, "no summary for acme");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Past globex's group_wait too, so its summary would have been asked for by now.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let opened = h.opened().await;
+    let tenants: BTreeSet<&str> = opened.iter().map(|e| e.tenant.as_str()).collect();
+    assert_eq!(tenants, BTreeSet::from([TENANT, "globex"]));
+    assert!(opened
+        .iter()
+        .all(|e| e.body.severity == mcplane_shared::Severity::High));
+
+    let escalated = h
+        .read::<IncidentSummary>(
+            StreamKind::Summaries,
+            &h.bus.subjects.summaries(TENANT, "high"),
+        )
+        .await;
+    assert_eq!(escalated.len(), 1, "acme's high incident escalates");
+    let quiet = h
+        .read::<IncidentSummary>(
+            StreamKind::Summaries,
+            &h.bus.subjects.summaries("globex", "*"),
+        )
+        .await;
+    assert!(quiet.is_empty(), "globex's does not: {quiet:#?}");
+    let asked: Vec<String> = h
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.tenant.clone())
+        .collect();
+    assert_eq!(
+        asked,
+        vec![TENANT.to_string()],
+        "no summary asked for globex"
+    );
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }
