@@ -11,11 +11,26 @@ use serde::Deserialize;
 
 use crate::cmdb::Cmdb;
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The CMDB TOML file; `None` means an empty CMDB (requests pass through unenriched).
     pub cmdb_file: Option<PathBuf>,
+    /// Resolved incidents remembered per tenant and service for the `incidents` history
+    /// source (the newest are kept); 0 turns history off.
+    pub history_per_service: usize,
+}
+
+/// The most past incidents kept (and so injected) per service.
+pub const MAX_HISTORY_PER_SERVICE: usize = 50;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cmdb_file: None,
+            history_per_service: 5,
+        }
+    }
 }
 
 impl Config {
@@ -43,6 +58,12 @@ impl Validate for Config {
             return Err(ConfigError::new(
                 format!("{section}.cmdb_file"),
                 "must not be empty (leave it out for an empty CMDB)",
+            ));
+        }
+        if self.history_per_service > MAX_HISTORY_PER_SERVICE {
+            return Err(ConfigError::new(
+                format!("{section}.history_per_service"),
+                format!("must be at most {MAX_HISTORY_PER_SERVICE} (0 turns history off)"),
             ));
         }
         self.load_cmdb(section).map(|_| ())
@@ -73,6 +94,11 @@ mod tests {
         assert!(doc.section::<Config>("enrichment").is_err());
         let doc = Document::parse("[enrichment]\ncmdb = \"x\"\n").unwrap();
         assert!(doc.section::<Config>("enrichment").is_err());
+        let doc = Document::parse("[enrichment]\nhistory_per_service = 51\n").unwrap();
+        assert_eq!(
+            doc.section::<Config>("enrichment").unwrap_err().key,
+            "enrichment.history_per_service"
+        );
     }
 
     #[test]

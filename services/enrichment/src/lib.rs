@@ -2,12 +2,16 @@
 //! principal may see (CMDB services, owners, dependencies) before anything is redacted or sent
 //! to a model.
 //!
+//! Incident history (the `incidents` source) comes from a small sled index each replica fills
+//! by following the incidents and summaries streams (`history`).
+//!
 //! The CMDB is loaded and validated once at start (a bad file stops the service with the entry
 //! named); enriching is then a pure function of the request, so replicas need no coordination
 //! and scale on the shared durable consumer.
 
 pub mod cmdb;
 pub mod config;
+pub mod history;
 pub mod stage;
 
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use mcplane_shared::{Service, ServiceError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::history::HistoryIndex;
 use crate::stage::EnrichStage;
 
 /// How long a result stays in the ledger: far longer than any redelivery.
@@ -57,7 +62,29 @@ pub async fn run(
         "enrichment",
         shutdown.child_token(),
     ));
-    let stage = EnrichStage { cmdb, policy };
+    let history = match config.service.history_per_service {
+        0 => None,
+        n => {
+            let index = Arc::new(HistoryIndex::open(
+                &config
+                    .common
+                    .service_dir(Service::Enrichment)
+                    .join("history"),
+                n,
+            )?);
+            tokio::spawn(history::follow(
+                bus.clone(),
+                index.clone(),
+                shutdown.child_token(),
+            ));
+            Some(index)
+        }
+    };
+    let stage = EnrichStage {
+        cmdb,
+        policy,
+        history: history.clone(),
+    };
     let served = run_stage(
         bus,
         Service::Enrichment,
@@ -67,5 +94,8 @@ pub async fn run(
     )
     .await;
     following.abort();
+    if let Some(index) = history {
+        index.flush()?;
+    }
     served
 }

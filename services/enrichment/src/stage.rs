@@ -8,6 +8,7 @@
 //! and synchronous; the shared pipeline loop does the ledger, forwarding and audit around it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use mcplane_shared::pipeline::StageOutcome;
 use mcplane_shared::policy::live::LivePolicy;
@@ -18,6 +19,7 @@ use mcplane_shared::{
 use serde_json::json;
 
 use crate::cmdb::{Cmdb, CmdbService};
+use crate::history::{self, HistoryIndex};
 
 /// The data source name on injected context items, in policies and in audit entries.
 pub const SOURCE: &str = "cmdb";
@@ -27,6 +29,17 @@ pub const SOURCE: &str = "cmdb";
 pub struct EnrichStage {
     pub cmdb: Cmdb,
     pub policy: LivePolicy,
+    /// The `incidents` history source; `None` when `history_per_service = 0`.
+    pub history: Option<Arc<HistoryIndex>>,
+}
+
+/// What the history step injected or withheld, for the audit entry.
+#[derive(Default)]
+struct HistoryDetail {
+    services: Vec<String>,
+    incidents: usize,
+    withheld_source: bool,
+    withheld_services: Vec<String>,
 }
 
 /// Field decisions for one request: a field's answer does not change between services.
@@ -76,8 +89,11 @@ impl EnrichStage {
         let policy = self.policy.current();
         // Only this stage speaks for the CMDB: anything claiming to come from it was not put
         // there by us and is dropped, whatever the policy says.
-        env.body.context.retain(|c| c.source != SOURCE);
+        env.body
+            .context
+            .retain(|c| c.source != SOURCE && c.source != history::SOURCE);
         let classification = env.classification;
+        let history = self.inject_history(&mut env, &principal, &policy);
 
         if !policy.allows(
             &principal,
@@ -86,11 +102,12 @@ impl EnrichStage {
             classification,
         ) {
             metrics::counter!("mcplane_enrichment_withheld_total", "what" => "source").increment(1);
-            let detail = json!({
+            let mut detail = json!({
                 "sources": [],
                 "withheld_sources": [SOURCE],
                 "policy_version": policy.version(),
             });
+            history_detail(&mut detail, &history);
             return StageOutcome::Continue {
                 env: Box::new(env),
                 detail,
@@ -184,10 +201,107 @@ impl EnrichStage {
         if !unknown.is_empty() {
             detail["unknown_services"] = json!(unknown);
         }
+        history_detail(&mut detail, &history);
         StageOutcome::Continue {
             env: Box::new(env),
             detail,
         }
+    }
+}
+
+impl EnrichStage {
+    /// Adds the past incidents of each service the request names (the correlator names its
+    /// incident's services) that the policy lets the principal read, from the request's own
+    /// tenant only: the tenant is the envelope's, set by auth from the credential.
+    fn inject_history(
+        &self,
+        env: &mut Envelope<Exchange>,
+        principal: &Principal,
+        policy: &PolicyEngine,
+    ) -> HistoryDetail {
+        let mut detail = HistoryDetail::default();
+        let Some(index) = &self.history else {
+            return detail;
+        };
+        if env.body.request.services.is_empty() {
+            return detail;
+        }
+        let classification = env.classification;
+        if !policy.allows(
+            principal,
+            Action::Read,
+            &Resource::DataSource(history::SOURCE),
+            classification,
+        ) {
+            detail.withheld_source = true;
+            return detail;
+        }
+        let mut seen = BTreeSet::new();
+        let mut items = Vec::new();
+        for name in &env.body.request.services {
+            if !seen.insert(name.as_str()) {
+                continue;
+            }
+            // A service the CMDB does not know is judged as the least critical, unowned one.
+            let (team, tier) = self
+                .cmdb
+                .get(name)
+                .map_or(("", u8::MAX), |s| (s.entry.team.as_str(), s.entry.tier));
+            let service = Resource::Service {
+                source: history::SOURCE,
+                name,
+                team,
+                tier,
+            };
+            if !policy.allows(principal, Action::Read, &service, classification) {
+                detail.withheld_services.push(name.clone());
+                continue;
+            }
+            let past = match index.lookup(&env.tenant, name) {
+                Ok(past) => past,
+                Err(e) => {
+                    // History is a help, not a requirement: summarise without it.
+                    tracing::warn!(service = %name, error = %e, "cannot read incident history");
+                    continue;
+                }
+            };
+            if past.is_empty() {
+                continue;
+            }
+            detail.incidents += past.len();
+            detail.services.push(name.clone());
+            items.push(ContextItem {
+                source: history::SOURCE.to_string(),
+                subject: name.clone(),
+                data: json!({ "past_incidents": past }),
+            });
+        }
+        metrics::counter!("mcplane_enrichment_items_total", "source" => history::SOURCE)
+            .increment(items.len() as u64);
+        env.body.context.extend(items);
+        detail
+    }
+}
+
+/// Names and counts only, never the history itself.
+fn history_detail(detail: &mut serde_json::Value, history: &HistoryDetail) {
+    if !history.services.is_empty() {
+        if let Some(sources) = detail["sources"].as_array_mut() {
+            sources.push(json!(history::SOURCE));
+        }
+        detail["history"] = json!({
+            "services": history.services,
+            "incidents": history.incidents,
+        });
+    }
+    if history.withheld_source {
+        match detail["withheld_sources"].as_array_mut() {
+            Some(list) => list.push(json!(history::SOURCE)),
+            None => detail["withheld_sources"] = json!([history::SOURCE]),
+        }
+    }
+    if !history.withheld_services.is_empty() {
+        detail["withheld_history_services"] = json!(history.withheld_services);
     }
 }
 
@@ -229,6 +343,7 @@ db_host = "pg-1.internal"
         EnrichStage {
             cmdb,
             policy: LivePolicy::new(PolicyEngine::builtin().unwrap()),
+            history: None,
         }
     }
 
@@ -344,5 +459,64 @@ db_host = "pg-1.internal"
             StageOutcome::Fail { error, .. } => assert_eq!(error.code, ErrorCode::Forbidden),
             other => panic!("expected Fail, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn history_of_the_named_services_comes_from_the_own_tenant_only_and_as_the_policy_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(HistoryIndex::open(dir.path(), 5).unwrap());
+        let mut theirs = crate::history::tests::resolved("globex", "g1", "checkout", 10);
+        theirs.title = "GLOBEX SECRET".into();
+        index.record_resolved(&theirs, "I", 1).unwrap();
+        let mut stage = stage();
+        stage.history = Some(index.clone());
+
+        // Nothing of acme's yet: globex's history is not a fallback.
+        let env = request("checkout is slow", &["checkout"], Some(&["viewer"]));
+        let (env, detail) = continued(stage.handle(env, Step::Enrich));
+        assert!(env.body.context.iter().all(|c| c.source != "incidents"));
+        assert!(!serde_json::to_string(&env)
+            .unwrap()
+            .contains("GLOBEX SECRET"));
+        assert!(detail.get("history").is_none());
+
+        index
+            .record_resolved(
+                &crate::history::tests::resolved("acme", "a1", "checkout", 20),
+                "I",
+                2,
+            )
+            .unwrap();
+        let env = request("checkout is slow", &["checkout"], Some(&["viewer"]));
+        let (env, detail) = continued(stage.handle(env, Step::Enrich));
+        let item = env
+            .body
+            .context
+            .iter()
+            .find(|c| c.source == "incidents")
+            .expect("history injected");
+        assert_eq!(item.subject, "checkout");
+        assert_eq!(item.data["past_incidents"][0]["incident_id"], json!("a1"));
+        assert_eq!(item.data["past_incidents"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            detail["history"],
+            json!({"services": ["checkout"], "incidents": 1})
+        );
+        assert_eq!(detail["sources"], json!(["cmdb", "incidents"]));
+
+        // A policy without the incidents source: withheld, and said so in the audit detail.
+        stage.policy = LivePolicy::new(
+            PolicyEngine::parse(
+                r#"// version: cmdb-only-1
+                permit (principal, action == Action::"read", resource == DataSource::"cmdb");
+                permit (principal, action == Action::"read", resource is Service);
+                "#,
+            )
+            .unwrap(),
+        );
+        let env = request("checkout is slow", &["checkout"], Some(&["viewer"]));
+        let (env, detail) = continued(stage.handle(env, Step::Enrich));
+        assert!(env.body.context.iter().all(|c| c.source != "incidents"));
+        assert_eq!(detail["withheld_sources"], json!(["incidents"]));
     }
 }

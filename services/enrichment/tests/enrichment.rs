@@ -34,6 +34,7 @@ impl Harness {
             data.path(),
             Config {
                 cmdb_file: Some(cmdb_file),
+                ..Config::default()
             },
         );
         let bus = mcplane_shared::bus::connect(&bus_config(&nats), "test")
