@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod notify;
 pub mod owner;
 pub mod partition;
+pub mod rebuild;
 pub mod rules;
 pub mod store;
 pub mod summary;
@@ -103,6 +104,9 @@ pub async fn run(
     let mut tasks: JoinSet<Result<(), ServiceError>> = JoinSet::new();
     for partition in owned {
         let store = PartitionStore::open(&dir.join(format!("p{partition}"))).await?;
+        // An empty folder of a partition consumed before: its state comes back from the stream.
+        rebuild::rebuild_if_empty(&bus, partition, &store, &rules, &cfg.policy(), clock.now())
+            .await?;
         let owner = PartitionOwner::open(
             partition,
             bus.clone(),

@@ -395,10 +395,10 @@ impl PartitionOwner {
                 .incident_summary_reply(self.partition, &incident.tenant),
         );
         let mut p = Publication::envelope(self.bus.subjects.requests_submit(), &env, STAGE)?;
-        p.msg_id = Some(format!(
-            "{}:{}:summary-request",
-            incident.id, incident.revision
-        ));
+        // Keyed by the request, not the revision: a partition rebuilt after its disk was lost
+        // asks again for a revision whose first request it no longer knows (see `rebuild`), and
+        // the server must not drop that as a duplicate. A re-send of one request stays one.
+        p.msg_id = Some(format!("{request_id}:summary-request"));
         Ok(p)
     }
 

@@ -122,6 +122,11 @@ impl PartitionStore {
         Ok(out)
     }
 
+    /// Whether the folder holds nothing at all (new, or its disk was lost: see `rebuild`).
+    pub fn is_empty(&self) -> bool {
+        self.db.is_empty()
+    }
+
     /// Every live incident.
     pub fn incidents(&self) -> Result<Vec<Incident>, ServiceError> {
         Ok(self.scan(INCIDENT)?.into_iter().map(|(_, i)| i).collect())

@@ -551,3 +551,89 @@ async fn the_incidents_tenant_decides_whether_it_escalates() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correlator_restarted_on_an_empty_disk_rebuilds_and_continues_its_open_incidents() {
+    let h = Harness::start().await;
+    let config = || {
+        let mut c = h.config(Some(KEY));
+        // Short, so the change after the restart is summarised within the test.
+        c.service.group_interval_secs = 2;
+        c
+    };
+    let (_first_shutdown, first) = h.run_with(config());
+    let services = &SERVICES[..3];
+    for _round in 0..2 {
+        for n in 0..2 {
+            for service in services {
+                h.publish_raw(&alert_for(TENANT, service, n)).await;
+            }
+        }
+    }
+    let (opened, _) = h
+        .expect_exactly(services.len(), Duration::from_millis(2500))
+        .await;
+    let checkout = opened
+        .iter()
+        .find(|e| e.service == "checkout")
+        .expect("checkout incident")
+        .incident_id
+        .clone();
+
+    // Killed, and its disk lost.
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    std::fs::remove_dir_all(h.data.path().join("correlator")).unwrap();
+    let (shutdown, second) = h.run_with(config());
+
+    // A new alert on an open incident updates it: no new incident.
+    h.publish_raw(&alert_for(TENANT, "checkout", 2)).await;
+    let started = Instant::now();
+    let updated = loop {
+        let updated: Vec<IncidentEvent> = h
+            .read::<IncidentEvent>(
+                StreamKind::Incidents,
+                &h.bus.subjects.incidents(TENANT, "updated"),
+            )
+            .await
+            .into_iter()
+            .map(|e| e.body)
+            .filter(|e| e.alerts.len() == 3)
+            .collect();
+        if let Some(e) = updated.into_iter().next() {
+            break e;
+        }
+        assert!(started.elapsed() < DEADLINE, "no update after the restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(updated.incident_id, checkout, "the open incident continues");
+    let counts: Vec<u32> = updated.alerts.iter().map(|a| a.count).collect();
+    assert_eq!(
+        counts,
+        vec![2, 2, 1],
+        "repeats before the loss are still counted"
+    );
+
+    // Its new revision is summarised once; what was already told is not told again.
+    let started = Instant::now();
+    while h.summaries().await.len() < services.len() + 1 {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the update was not summarised"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(h.opened().await.len(), services.len(), "no incident opened");
+    let summaries: Vec<IncidentSummary> = h.summaries().await.into_iter().map(|e| e.body).collect();
+    assert_eq!(summaries.len(), services.len() + 1, "{summaries:#?}");
+    let last = summaries.last().unwrap();
+    assert_eq!(
+        (last.incident_id.as_str(), last.revision, last.alert_count),
+        (checkout.as_str(), updated.revision, 3)
+    );
+    check_summaries_are_ai_written(&summaries);
+
+    shutdown.cancel();
+    second.await.unwrap().unwrap();
+}

@@ -1,0 +1,276 @@
+//! Rebuilding a partition whose folder is gone (a replica restarted on an empty disk, a
+//! partition moved to a replica that never held it) from the streams, before consuming.
+//!
+//! The partition's durable consumer keeps its position on the server, so consuming on from
+//! there with an empty store would forget every open incident: the next alert on one would open
+//! a new incident. Instead the partition's canonical alerts (`mcplane.alerts.part.<n>.>`, kept
+//! 7 days) are replayed through the same grouping, each at the time the stream stored it, up
+//! to the last one the durable delivered; those it may still redeliver get their ledger entry
+//! (with the incident event they publish) so a redelivery republishes rather than re-applies.
+//! Which revisions were already summarised comes from the summaries stream, so a rebuilt
+//! incident is not summarised again for what its people were already told.
+//!
+//! Replaying alerts rather than the latest incident events: events carry what people read, not
+//! the grouping state (group keys, flap history, notification log) that decides what happens
+//! next, while alerts are the owner's actual input. A summary the pipeline was still working on
+//! when the disk went is asked for again (its answer to the lost request is ignored).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use mcplane_shared::bus::{Bus, Publication};
+use mcplane_shared::subjects::{StreamKind, Subjects};
+use mcplane_shared::{
+    CanonicalAlert, Envelope, IncidentEvent, IncidentEventKind, IncidentSummary, Service,
+    ServiceError,
+};
+
+use crate::grouping::{IncidentBook, Outcome, Policy};
+use crate::notify::NotifyLog;
+use crate::owner::STAGE;
+use crate::rules::Rules;
+use crate::store::{LedgerEntry, PartitionStore, Step};
+
+/// How long to wait for the next replayed message before taking the stream as read.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a rebuild restored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub alerts: usize,
+    pub incidents: usize,
+    pub summarised: usize,
+}
+
+type Sets = (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+);
+
+fn stored_at(msg: &async_nats::jetstream::Message) -> Option<(u64, u64, DateTime<Utc>)> {
+    let info = msg.info().ok()?;
+    let p = info.published;
+    let at = DateTime::<Utc>::from_timestamp(p.unix_timestamp(), p.nanosecond())?;
+    Some((info.stream_sequence, info.pending, at))
+}
+
+/// `mcplane.incidents.<tenant>.<event>` for one revision, with the owner's message id (the
+/// same bytes the owner would publish, so the server drops a copy it already has).
+fn event_publication(
+    subjects: &Subjects,
+    event: &Envelope<IncidentEvent>,
+) -> Result<Publication, ServiceError> {
+    let e = &event.body;
+    let mut p = Publication::envelope(
+        subjects.incidents(&e.tenant, e.event.as_str()),
+        event,
+        STAGE,
+    )?;
+    p.msg_id = Some(format!(
+        "{}:{}:{}",
+        e.incident_id,
+        e.revision,
+        e.event.as_str()
+    ));
+    Ok(p)
+}
+
+/// Rebuilds partition `partition` into `store` when the store is empty and the partition was
+/// consumed before; `None` when there was nothing to rebuild.
+pub async fn rebuild_if_empty(
+    bus: &Bus,
+    partition: u32,
+    store: &PartitionStore,
+    rules: &Rules,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<Option<Rebuilt>, ServiceError> {
+    if !store.is_empty() {
+        return Ok(None);
+    }
+    let stream = bus.ensure_stream(StreamKind::Alerts).await?;
+    let durable = bus
+        .subjects
+        .durable(Service::Correlator, &format!("p{partition}"));
+    let info = match stream.consumer_info(&durable).await {
+        Ok(info) => info,
+        // Never consumed: a new partition, nothing to rebuild.
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ServiceError::bus(format!(
+                "consumer {durable} (to see whether partition {partition} needs rebuilding): {e}"
+            )))
+        }
+    };
+    let upto = info.delivered.stream_sequence;
+    let ack_floor = info.ack_floor.stream_sequence;
+    if upto == 0 {
+        return Ok(None);
+    }
+    tracing::warn!(
+        partition,
+        upto,
+        "partition folder is empty but the partition was consumed before: rebuilding from the stream"
+    );
+    let mut book = IncidentBook::new(Vec::new(), rules.clone());
+    let mut rebuilt = Rebuilt::default();
+    // What each incident revision's notification would have told, for the summaries below.
+    let mut told: HashMap<(String, u32), Sets> = HashMap::new();
+    // Written with the incidents at the end, so a rebuild cut short leaves the store empty and
+    // is simply done again at the next start.
+    let mut ledger: Vec<(String, LedgerEntry)> = Vec::new();
+
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: bus.subjects.alerts_partition_all(partition),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ServiceError::bus(format!("replaying partition {partition}: {e}")))?;
+    if consumer.cached_info().num_pending > 0 {
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| ServiceError::bus(format!("replaying partition {partition}: {e}")))?;
+        while let Ok(Some(msg)) = tokio::time::timeout(READ_TIMEOUT, messages.next()).await {
+            let msg = msg
+                .map_err(|e| ServiceError::bus(format!("replaying partition {partition}: {e}")))?;
+            let Some((seq, pending, at)) = stored_at(&msg) else {
+                continue;
+            };
+            if seq > upto {
+                break; // the durable delivers this one and what follows
+            }
+            if let Ok(env) = Envelope::<CanonicalAlert>::from_slice(&msg.payload) {
+                let msg_id = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Msg-Id"))
+                    .map(|v| v.as_str().to_string());
+                let key = format!("alert:{}", msg_id.unwrap_or_else(|| env.id.to_string()));
+                let outcome = book.apply(env.id, &env.body, policy, at);
+                rebuilt.alerts += 1;
+                let incident = outcome.incident().and_then(|id| book.get(id));
+                if let Some(incident) = incident {
+                    told.insert(
+                        (incident.id.clone(), incident.revision),
+                        incident.notify_sets(),
+                    );
+                }
+                // Acked below the floor: never delivered again, so no ledger entry is needed.
+                if seq > ack_floor {
+                    let kind = match outcome {
+                        Outcome::Opened(_) => Some(IncidentEventKind::Opened),
+                        Outcome::Updated(_) => Some(IncidentEventKind::Updated),
+                        Outcome::Resolved(_) => Some(IncidentEventKind::Resolved),
+                        Outcome::Counted(_) | Outcome::Ignored => None,
+                    };
+                    let mut publications = Vec::new();
+                    if let (Some(kind), Some(incident)) = (kind, incident) {
+                        publications.push(event_publication(
+                            &bus.subjects,
+                            &env.derive(incident.event(kind)),
+                        )?);
+                    }
+                    ledger.push((
+                        key,
+                        LedgerEntry {
+                            at: now,
+                            publications,
+                        },
+                    ));
+                }
+            }
+            if seq >= upto || pending == 0 {
+                break;
+            }
+        }
+    }
+
+    // The newest summary published for each rebuilt incident.
+    let mut summarised: HashMap<String, (u32, DateTime<Utc>)> = HashMap::new();
+    if !book.is_empty() {
+        let summaries = bus.ensure_stream(StreamKind::Summaries).await?;
+        let consumer = summaries
+            .create_consumer(OrderedConfig {
+                filter_subject: bus.subjects.summaries_all(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ServiceError::bus(format!("reading summaries: {e}")))?;
+        if consumer.cached_info().num_pending > 0 {
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| ServiceError::bus(format!("reading summaries: {e}")))?;
+            while let Ok(Some(msg)) = tokio::time::timeout(READ_TIMEOUT, messages.next()).await {
+                let msg = msg.map_err(|e| ServiceError::bus(format!("reading summaries: {e}")))?;
+                let Some((_, pending, at)) = stored_at(&msg) else {
+                    continue;
+                };
+                if let Ok(env) = Envelope::<IncidentSummary>::from_slice(&msg.payload) {
+                    let s = env.body;
+                    if book
+                        .get(&s.incident_id)
+                        .is_some_and(|i| i.tenant == s.tenant)
+                    {
+                        let newer = summarised
+                            .get(&s.incident_id)
+                            .is_none_or(|(rev, _)| s.revision >= *rev);
+                        if newer {
+                            summarised.insert(s.incident_id, (s.revision, at));
+                        }
+                    }
+                }
+                if pending == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    for (id, (revision, at)) in &summarised {
+        let Some(incident) = book.get_mut(id) else {
+            continue;
+        };
+        let (firing, resolved) = told
+            .remove(&(id.clone(), *revision))
+            .unwrap_or_else(|| incident.notify_sets());
+        let s = &mut incident.summaries;
+        s.last_revision = Some(*revision);
+        s.last_at = Some(*at);
+        s.last_flush_at = Some(*at);
+        s.log = Some(NotifyLog {
+            firing,
+            resolved,
+            at: *at,
+        });
+    }
+    rebuilt.incidents = book.len();
+    rebuilt.summarised = summarised.len();
+    for (key, entry) in &ledger {
+        store.apply(Step {
+            ledger: Some((key, entry)),
+            ..Default::default()
+        })?;
+    }
+    store.apply(Step {
+        incidents: book.iter().collect(),
+        ..Default::default()
+    })?;
+    store.flush_async().await?;
+    tracing::warn!(
+        partition,
+        alerts = rebuilt.alerts,
+        incidents = rebuilt.incidents,
+        summarised = rebuilt.summarised,
+        "partition rebuilt from the stream"
+    );
+    metrics::counter!("mcplane_correlator_partitions_rebuilt_total").increment(1);
+    Ok(Some(rebuilt))
+}
