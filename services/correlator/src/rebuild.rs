@@ -35,7 +35,7 @@ use crate::owner::STAGE;
 use crate::rules::Rules;
 use crate::store::{LedgerEntry, PartitionStore, Step};
 
-/// How long to wait for the next replayed message before taking the stream as read.
+/// How long to wait for the next replayed message before giving up on the rebuild.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a rebuild restored.
@@ -56,6 +56,21 @@ fn stored_at(msg: &async_nats::jetstream::Message) -> Option<(u64, u64, DateTime
     let p = info.published;
     let at = DateTime::<Utc>::from_timestamp(p.unix_timestamp(), p.nanosecond())?;
     Some((info.stream_sequence, info.pending, at))
+}
+
+/// The next message of a replay that is not finished (the loops stop at the last one): a
+/// stream going quiet before then is an error, not the end, or a partial state would be taken
+/// for the whole one.
+async fn next(
+    messages: &mut async_nats::jetstream::consumer::pull::Ordered,
+    what: &str,
+) -> Result<async_nats::jetstream::Message, ServiceError> {
+    match tokio::time::timeout(READ_TIMEOUT, messages.next()).await {
+        Ok(Some(msg)) => msg.map_err(|e| ServiceError::bus(format!("{what}: {e}"))),
+        Ok(None) | Err(_) => Err(ServiceError::bus(format!(
+            "{what}: the stream stopped delivering with messages still to read"
+        ))),
+    }
 }
 
 /// `mcplane.incidents.<tenant>.<event>` for one revision, with the owner's message id (the
@@ -116,6 +131,7 @@ pub async fn rebuild_if_empty(
         upto,
         "partition folder is empty but the partition was consumed before: rebuilding from the stream"
     );
+    let started = std::time::Instant::now();
     let mut book = IncidentBook::new(Vec::new(), rules.clone());
     let mut rebuilt = Rebuilt::default();
     // What each incident revision's notification would have told, for the summaries below.
@@ -137,9 +153,8 @@ pub async fn rebuild_if_empty(
             .messages()
             .await
             .map_err(|e| ServiceError::bus(format!("replaying partition {partition}: {e}")))?;
-        while let Ok(Some(msg)) = tokio::time::timeout(READ_TIMEOUT, messages.next()).await {
-            let msg = msg
-                .map_err(|e| ServiceError::bus(format!("replaying partition {partition}: {e}")))?;
+        loop {
+            let msg = next(&mut messages, &format!("replaying partition {partition}")).await?;
             let Some((seq, pending, at)) = stored_at(&msg) else {
                 continue;
             };
@@ -209,8 +224,8 @@ pub async fn rebuild_if_empty(
                 .messages()
                 .await
                 .map_err(|e| ServiceError::bus(format!("reading summaries: {e}")))?;
-            while let Ok(Some(msg)) = tokio::time::timeout(READ_TIMEOUT, messages.next()).await {
-                let msg = msg.map_err(|e| ServiceError::bus(format!("reading summaries: {e}")))?;
+            loop {
+                let msg = next(&mut messages, "reading summaries").await?;
                 let Some((_, pending, at)) = stored_at(&msg) else {
                     continue;
                 };
@@ -269,6 +284,7 @@ pub async fn rebuild_if_empty(
         alerts = rebuilt.alerts,
         incidents = rebuilt.incidents,
         summarised = rebuilt.summarised,
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "partition rebuilt from the stream"
     );
     metrics::counter!("mcplane_correlator_partitions_rebuilt_total").increment(1);
