@@ -82,6 +82,10 @@ pub struct BenchAlertsArgs {
     /// Gives up after this long.
     #[arg(long, default_value_t = 300)]
     pub max_seconds: u64,
+    /// After the run, also time rebuilding every partition from the stream into an empty
+    /// folder (what a replica restarting on an empty disk does before consuming).
+    #[arg(long)]
+    pub rebuild: bool,
     /// An existing NATS server (default: start one in a temporary folder).
     #[arg(long)]
     pub nats: Option<String>,
