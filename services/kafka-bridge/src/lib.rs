@@ -48,6 +48,14 @@ pub async fn run(
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-kafka-bridge").await?;
     // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
     mcplane_shared::bus::announce(&bus, Service::KafkaBridge, shutdown.child_token());
+    // `/healthz`, `/readyz` and `/metrics` over HTTP when `[telemetry] listen` is set.
+    mcplane_shared::health::serve(
+        &config.common.telemetry,
+        mcplane_shared::Service::KafkaBridge,
+        &bus.health,
+        shutdown.child_token(),
+    )
+    .await?;
     tracing::info!(
         brokers = %cfg.brokers,
         group = %cfg.group_id,
@@ -56,6 +64,9 @@ pub async fn run(
     );
     Bridge { bus, config: cfg }.run(shutdown).await
 }
+
+/// The name the Kafka consume loop reports its state under.
+const KAFKA_LOOP: &str = "kafka-consumer";
 
 struct Bridge {
     bus: Bus,
@@ -88,6 +99,10 @@ impl Bridge {
         consumer
             .subscribe(&topics)
             .map_err(|e| ServiceError::Other(format!("kafka subscribe {topics:?}: {e}")))?;
+        // The bridge's consume loop, for `/readyz` (it has no JetStream consumer).
+        let health = &self.bus.health;
+        health.loop_running(KAFKA_LOOP);
+        let mut failing = false;
 
         // Cancelled when draining gives up: publishes still retrying stop, uncommitted.
         let give_up = CancellationToken::new();
@@ -104,6 +119,10 @@ impl Bridge {
                 received = consumer.recv(), if in_flight.len() < self.config.max_in_flight => {
                     match received {
                         Ok(message) => {
+                            if failing {
+                                failing = false;
+                                health.loop_running(KAFKA_LOOP);
+                            }
                             let record = record_of(&message);
                             let epoch = match tracker.lock() {
                                 Ok(mut t) => t.track(&record.topic, record.partition, record.offset),
@@ -114,6 +133,8 @@ impl Bridge {
                         Err(e) => {
                             metrics::counter!("mcplane_kafka_bridge_consume_errors_total").increment(1);
                             tracing::warn!(error = %e, "kafka consume error");
+                            failing = true;
+                            health.loop_failing(KAFKA_LOOP, format!("kafka consume error: {e}"));
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                     }
@@ -122,6 +143,7 @@ impl Bridge {
             metrics::gauge!("mcplane_kafka_bridge_in_flight").set(in_flight.len() as f64);
         }
 
+        health.loop_stopped(KAFKA_LOOP);
         let drain = Duration::from_millis(self.config.drain_timeout_ms);
         let drained = tokio::time::timeout(drain, async {
             while let Some(settled) = in_flight.next().await {
