@@ -1,6 +1,6 @@
 //! The fault suite: a burst of AI requests while a worker is killed with `kill -9` and started
 //! again (every pipeline stage, the gateway under HTTP clients, the notifier under a burst of
-//! incident summaries), while nats-server itself is killed and restarted on its JetStream
+//! incident summaries, the Kafka bridge mid-topic), while nats-server itself is killed and restarted on its JetStream
 //! folder, while the model provider hangs, and while a worker's disk is full or read-only. Every
 //! case checks the same books: every accepted request has exactly one result, the provider was
 //! called exactly once per request, the audit chain holds exactly one entry per request and
@@ -11,7 +11,7 @@
 //! is a real one; the rest of the fleet runs in the test. The victim serves its probe endpoint
 //! (`[telemetry] listen`), so the disk cases also check that `/readyz` says 503 while the disk
 //! refuses writes and 200 once it takes them again. (The correlator's kill test lives in
-//! `e2e.rs`, the Kafka bridge's in `alert_feeds.rs`.)
+//! `e2e.rs`.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -27,8 +27,10 @@ use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
     AiRequest, Envelope, ErrorCode, Exchange, IncidentEvent, IncidentSummary, RequestType, Service,
 };
-use mcplane_testkit::{free_port, stored_messages, Behavior, StubProvider};
+use mcplane_testkit::{free_port, stored_messages, Behavior, KafkaBroker, StubProvider};
 use mcplane_tests::{alertmanager_payload, eventually, wait_consumer_idle, TestFleet};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 
 /// Requests per burst.
@@ -1078,5 +1080,117 @@ async fn notifier_killed_mid_burst_posts_every_summary_exactly_once() {
     let texts: HashSet<String> = posts.iter().map(|p| p["text"].to_string()).collect();
     assert_eq!(texts.len(), INCIDENTS, "no summary posted twice");
     notifier.stop();
+    tf.stop().await;
+}
+
+/// The Kafka bridge, as a process of its own, killed with `kill -9` while it publishes a
+/// topic's records and started again: every record is on the bus once and every alert is
+/// counted once in its incident. (`alert_feeds.rs` aborts an in-process bridge, whose consumer
+/// is dropped and closed; a real kill leaves the group membership and the uncommitted offsets
+/// exactly as a crash does, and the restarted bridge waits out the session timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_bridge_killed_mid_stream_counts_every_alert_once() {
+    let kafka = KafkaBroker::start();
+    let topic = "fault-alerts-acme";
+    let n = 1200;
+    let mut tf = TestFleet::start(&[Service::Correlator], |_| {}).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap())
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    futures::future::join_all((0..n).map(|i| {
+        let producer = producer.clone();
+        async move {
+            let value = burst_alert(i).to_string();
+            let key = i.to_string();
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    }))
+    .await;
+
+    let bus = tf.bus().await;
+    let mut publishes = bus
+        .client
+        .subscribe(bus.subjects.alerts_in("acme", "alertmanager"))
+        .await
+        .unwrap();
+    let config = format!(
+        r#"{}
+[kafka-bridge]
+brokers = "{}"
+group_id = "mcplane-fault-test"
+max_in_flight = 8
+commit_interval_ms = 20
+kafka = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
+
+[[kafka-bridge.topics]]
+topic = "{topic}"
+tenant = "acme"
+source = "alertmanager"
+"#,
+        mcplane_tests::TEST_CONFIG,
+        kafka.bootstrap()
+    );
+    let mut bridge = Victim::start(&tf, Service::KafkaBridge, &config);
+    // Killed the moment a fifth of the records went out.
+    let mut seen = 0;
+    let counted = tokio::time::timeout(SETTLE, async {
+        while seen < n / 5 {
+            if publishes.next().await.is_none() {
+                break;
+            }
+            seen += 1;
+        }
+    })
+    .await;
+    bridge.kill();
+    assert!(
+        counted.is_ok(),
+        "the bridge never got going ({seen} publishes)"
+    );
+    drop(publishes);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bridge.spawn(&tf);
+
+    let counts = eventually(SETTLE, || async {
+        let counts = alert_counts(&latest_incidents(&bus).await);
+        (counts.len() == n).then_some(counts)
+    })
+    .await;
+    let raw = stored_messages(
+        &bus,
+        StreamKind::Alerts,
+        bus.subjects.alerts_in("acme", "alertmanager"),
+    )
+    .await
+    .len();
+    let counts =
+        counts.unwrap_or_else(|| panic!("not every alert reached an incident ({raw} on the bus)"));
+    assert_eq!(raw, n, "every record on the bus exactly once");
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "an alert counted twice: {:?}",
+        counts
+            .iter()
+            .filter(|(_, c)| **c > 1)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        bridge
+            .await_readiness(200, Duration::from_secs(20))
+            .await
+            .is_some(),
+        "the restarted bridge is ready"
+    );
+    bridge.stop();
     tf.stop().await;
 }
