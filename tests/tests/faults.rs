@@ -1,11 +1,11 @@
 //! The fault suite: a burst of AI requests while a worker is killed with `kill -9` and started
 //! again (every pipeline stage, the gateway under HTTP clients, the notifier under a burst of
-//! incident summaries, the Kafka bridge mid-topic), while nats-server itself is killed and restarted on its JetStream
-//! folder, while the model provider hangs, and while a worker's disk is full or read-only. Every
-//! case checks the same books: every accepted request has exactly one result, the provider was
-//! called exactly once per request, the audit chain holds exactly one entry per request and
-//! stage and still verifies, and (where alerts flow) every accepted alert is counted once and
-//! every summary is posted to Slack once.
+//! incident summaries, the Kafka bridge mid-topic), while nats-server itself is killed and
+//! restarted on its JetStream folder, while the model provider hangs, and while a worker's disk
+//! is full or read-only. Every case checks the same books: every accepted request has exactly
+//! one result, the provider was called exactly once per request, the audit chain holds exactly
+//! one entry per request and stage and still verifies, and (where alerts flow) every accepted
+//! alert is counted once and every summary is posted to Slack once.
 //!
 //! The victim runs as its own process (the `mcplane` command line, `run <service>`), so the kill
 //! is a real one; the rest of the fleet runs in the test. The victim serves its probe endpoint
@@ -735,6 +735,12 @@ async fn a_read_only_ledger_disk_makes_the_worker_unready_and_it_recovers_withou
         .stderr(Stdio::null())
         .spawn()
         .expect("strace (scripts/ensure-strace.sh installs it)");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        strace.try_wait().unwrap().is_none(),
+        "strace could not attach to the worker: the test needs ptrace rights over it \
+         (root, or kernel.yama.ptrace_scope = 0)"
+    );
     let why = not_ready_under_load(&client, &victim, &mut ids).await;
     assert!(
         why.to_string().contains("Read-only file system"),

@@ -16,7 +16,7 @@ pub mod offsets;
 pub mod record;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -67,6 +67,9 @@ pub async fn run(
 
 /// The name the Kafka consume loop reports its state under.
 const KAFKA_LOOP: &str = "kafka-consumer";
+/// How long after its last consume error the loop counts as failing. A quiet topic delivers
+/// nothing that would clear the state, so it clears itself once the errors stop.
+const ERROR_QUIET: Duration = Duration::from_secs(5);
 
 struct Bridge {
     bus: Bus,
@@ -102,7 +105,8 @@ impl Bridge {
         // The bridge's consume loop, for `/readyz` (it has no JetStream consumer).
         let health = &self.bus.health;
         health.loop_running(KAFKA_LOOP);
-        let mut failing = false;
+        // When the last consume error happened, while it still counts.
+        let mut failing: Option<Instant> = None;
 
         // Cancelled when draining gives up: publishes still retrying stop, uncommitted.
         let give_up = CancellationToken::new();
@@ -115,12 +119,17 @@ impl Bridge {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(settled) = in_flight.next() => settle(&tracker, settled),
-                _ = commit_tick.tick() => commit(&consumer, &tracker, CommitMode::Async),
+                _ = commit_tick.tick() => {
+                    commit(&consumer, &tracker, CommitMode::Async);
+                    if failing.is_some_and(|at| at.elapsed() > ERROR_QUIET) {
+                        failing = None;
+                        health.loop_running(KAFKA_LOOP);
+                    }
+                }
                 received = consumer.recv(), if in_flight.len() < self.config.max_in_flight => {
                     match received {
                         Ok(message) => {
-                            if failing {
-                                failing = false;
+                            if failing.take().is_some() {
                                 health.loop_running(KAFKA_LOOP);
                             }
                             let record = record_of(&message);
@@ -133,7 +142,7 @@ impl Bridge {
                         Err(e) => {
                             metrics::counter!("mcplane_kafka_bridge_consume_errors_total").increment(1);
                             tracing::warn!(error = %e, "kafka consume error");
-                            failing = true;
+                            failing = Some(Instant::now());
                             health.loop_failing(KAFKA_LOOP, format!("kafka consume error: {e}"));
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }

@@ -48,8 +48,8 @@ static ENDPOINTS: OnceLock<Mutex<BTreeMap<SocketAddr, Weak<Endpoint>>>> = OnceLo
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Serves `service`'s probes and the metrics on `config.listen` until `stop` (nothing but the
-/// metrics recorder when `listen` is unset). A bind failure is an error naming `telemetry.listen`: an operator who
-/// asked for probes must not get a worker that silently has none.
+/// metrics recorder when `listen` is unset). A bind failure is an error naming
+/// `telemetry.listen`: an operator who asked for probes must not get a worker without them.
 pub async fn serve(
     config: &TelemetryConfig,
     service: Service,
