@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against a real nats-server (installed if missing), a real
-# Kafka-protocol broker (tansu) and Prometheus Alertmanager (both installed if missing), with the
+# Kafka-protocol broker (tansu), Prometheus Alertmanager and strace (all installed if missing), with the
 # official `openai` Python package the compatibility test drives (installed if missing), then a
 # bounded fuzz run of every cargo-fuzz target (scripts/fuzz.sh, which installs cargo-fuzz).
 set -euo pipefail
@@ -11,6 +11,8 @@ source scripts/ensure-nats.sh
 source scripts/ensure-kafka.sh
 # shellcheck source=scripts/ensure-alertmanager.sh
 source scripts/ensure-alertmanager.sh
+# shellcheck source=scripts/ensure-strace.sh
+source scripts/ensure-strace.sh
 OPENAI_VERSION=3.57.0
 if [ "$(python3 -c 'import openai; print(openai.__version__)' 2>/dev/null || true)" != "$OPENAI_VERSION" ]; then
   echo "installing the openai Python package $OPENAI_VERSION (for the compatibility test)..." >&2

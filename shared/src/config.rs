@@ -138,6 +138,29 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// `[telemetry]`: the HTTP endpoint each worker serves for probes and scrapes (`/healthz`,
+/// `/readyz`, `/metrics`). Off unless `listen` is set: the fleet in one process shares one
+/// listener, separate worker processes each need their own address (9464 is the convention;
+/// the gateway serves the same paths on its own HTTP address).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address to listen on, e.g. `0.0.0.0:9464`.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl Validate for TelemetryConfig {
+    fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        if self.listen.is_some_and(|a| a.port() == 0) {
+            return Err(ConfigError::new(
+                format!("{section}.listen"),
+                "needs a fixed port (probes and scrapers must know where to ask)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The part of the configuration every service shares.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
@@ -148,6 +171,8 @@ pub struct Common {
     pub log: LogConfig,
     /// `[policy]`: the Cedar policy file the fleet starts with.
     pub policy: crate::policy::PolicyConfig,
+    /// `[telemetry]`: the worker's probe and metrics endpoint.
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Common {
@@ -157,6 +182,7 @@ impl Default for Common {
             data_dir: PathBuf::from("./data"),
             log: LogConfig::default(),
             policy: crate::policy::PolicyConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -302,7 +328,11 @@ impl Document {
         if let Some(policy) = self.table.get("policy") {
             common.policy = deserialize(policy.clone(), "policy")?;
         }
+        if let Some(telemetry) = self.table.get("telemetry") {
+            common.telemetry = deserialize(telemetry.clone(), "telemetry")?;
+        }
         common.bus.validate("bus")?;
+        common.telemetry.validate("telemetry")?;
         Ok(common)
     }
 
@@ -421,5 +451,21 @@ mod tests {
 
         let doc = Document::parse("[bus]\nprefix = \"a.b\"\n").unwrap();
         assert_eq!(doc.common().unwrap_err().key, "bus.prefix");
+    }
+
+    #[test]
+    fn telemetry_listen_is_off_by_default_and_checked() {
+        let doc = Document::parse("").unwrap();
+        assert_eq!(doc.common().unwrap().telemetry.listen, None);
+
+        let doc = Document::parse("[telemetry]\nlisten = \"0.0.0.0:9464\"\n").unwrap();
+        let listen = doc.common().unwrap().telemetry.listen.unwrap();
+        assert_eq!(listen.port(), 9464);
+
+        let doc = Document::parse("[telemetry]\nlisten = \"localhost\"\n").unwrap();
+        assert_eq!(doc.common().unwrap_err().key, "telemetry.listen");
+
+        let doc = Document::parse("[telemetry]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        assert_eq!(doc.common().unwrap_err().key, "telemetry.listen");
     }
 }

@@ -13,6 +13,7 @@ pub mod canonical_json;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod health;
 pub mod ledger;
 pub mod permissions;
 pub mod pipeline;

@@ -1,15 +1,22 @@
 //! The fault suite: a burst of AI requests while a worker is killed with `kill -9` and started
-//! again, while nats-server itself is killed and restarted on its JetStream folder, while the
-//! model provider hangs, and while a worker's disk is full. Every case checks the same books: every accepted request has exactly
-//! one result, the provider was called exactly once per request, and the audit chain holds
-//! exactly one entry per request and stage and still verifies.
+//! again (every pipeline stage, the gateway under HTTP clients, the notifier under a burst of
+//! incident summaries, the Kafka bridge mid-topic), while nats-server itself is killed and
+//! restarted on its JetStream folder, while the model provider hangs, and while a worker's disk
+//! is full or read-only. Every case checks the same books: every accepted request has exactly
+//! one result, the provider was called exactly once per request, the audit chain holds exactly
+//! one entry per request and stage and still verifies, and (where alerts flow) every accepted
+//! alert is counted once and every summary is posted to Slack once.
 //!
 //! The victim runs as its own process (the `mcplane` command line, `run <service>`), so the kill
-//! is a real one; the rest of the fleet runs in the test. (The correlator's kill test lives in
+//! is a real one; the rest of the fleet runs in the test. The victim serves its probe endpoint
+//! (`[telemetry] listen`), so the disk cases also check that `/readyz` says 503 while the disk
+//! refuses writes and 200 once it takes them again. (The correlator's kill test lives in
 //! `e2e.rs`.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,9 +24,14 @@ use futures::StreamExt;
 use mcplane_shared::bus::{Bus, Publication};
 use mcplane_shared::config::Document;
 use mcplane_shared::subjects::StreamKind;
-use mcplane_shared::{AiRequest, Envelope, ErrorCode, Exchange, RequestType, Service};
-use mcplane_testkit::{Behavior, StubProvider};
-use mcplane_tests::{wait_consumer_idle, TestFleet};
+use mcplane_shared::{
+    AiRequest, Envelope, ErrorCode, Exchange, IncidentEvent, IncidentSummary, RequestType, Service,
+};
+use mcplane_testkit::{free_port, stored_messages, Behavior, KafkaBroker, StubProvider};
+use mcplane_tests::{alertmanager_payload, eventually, wait_consumer_idle, TestFleet};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
 
 /// Requests per burst.
 const BURST: usize = 240;
@@ -83,20 +95,48 @@ fn overlay(doc: &mut Document, text: &str) {
     }
 }
 
-/// One service of the fleet as a process of its own.
+/// The request pipeline (and, with `alerts`, the alert path) in the test, minus `victims`,
+/// which the case runs as processes of their own.
+async fn fleet_without(victims: &[Service], alerts: bool, config: &str) -> TestFleet {
+    let services: Vec<Service> = Service::ALL
+        .into_iter()
+        .filter(|s| !victims.contains(s))
+        .filter(|s| alerts || (*s != Service::Correlator && *s != Service::Notifier))
+        .collect();
+    TestFleet::start(&services, |doc| overlay(doc, config)).await
+}
+
+/// One service of the fleet as a process of its own, serving its probes on `probe`.
 struct Victim {
     service: Service,
     config: std::path::PathBuf,
+    probe: SocketAddr,
+    /// Started with `SIGXFSZ` ignored, so a write past a lowered file-size limit fails with
+    /// `EFBIG` instead of killing the process (the full-disk case).
+    ignore_xfsz: bool,
     child: Option<Child>,
 }
 
 impl Victim {
     fn start(tf: &TestFleet, service: Service, config_text: &str) -> Victim {
+        Victim::start_with(tf, service, config_text, false)
+    }
+
+    fn start_with(
+        tf: &TestFleet,
+        service: Service,
+        config_text: &str,
+        ignore_xfsz: bool,
+    ) -> Victim {
+        let probe: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = tf.data.path().join(format!("{service}-victim.toml"));
-        std::fs::write(&config, config_text).expect("victim config");
+        let text = format!("{config_text}\n[telemetry]\nlisten = \"{probe}\"\n");
+        std::fs::write(&config, text).expect("victim config");
         let mut v = Victim {
             service,
             config,
+            probe,
+            ignore_xfsz,
             child: None,
         };
         v.spawn(tf);
@@ -104,7 +144,17 @@ impl Victim {
     }
 
     fn spawn(&mut self, tf: &TestFleet) {
-        let child = Command::new(env!("CARGO_BIN_EXE_mcplane-under-test"))
+        let mut command = if self.ignore_xfsz {
+            // The ignored signal is inherited through exec.
+            let mut c = Command::new("bash");
+            c.arg("-c")
+                .arg("trap '' XFSZ; exec \"$0\" \"$@\"")
+                .arg(env!("CARGO_BIN_EXE_mcplane-under-test"));
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_mcplane-under-test"))
+        };
+        let child = command
             .args(["run", self.service.as_str(), "--config"])
             .arg(&self.config)
             .args(["--nats", &tf.nats.url(), "--data"])
@@ -114,6 +164,42 @@ impl Victim {
             .spawn()
             .expect("spawn the victim");
         self.child = Some(child);
+    }
+
+    fn pid(&self) -> String {
+        self.child
+            .as_ref()
+            .expect("victim running")
+            .id()
+            .to_string()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// `GET /readyz` on the victim's probe endpoint: the status and the JSON body.
+    async fn readyz(&self) -> Option<(u16, Value)> {
+        let response = reqwest::Client::new()
+            .get(format!("http://{}/readyz", self.probe))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().await.ok()?))
+    }
+
+    /// Polls `/readyz` until it answers `status`; returns that answer's body.
+    async fn await_readiness(&self, status: u16, timeout: Duration) -> Option<Value> {
+        eventually(timeout, || async {
+            self.readyz()
+                .await
+                .and_then(|(s, body)| (s == status).then_some(body))
+        })
+        .await
     }
 
     /// `kill -9`.
@@ -240,7 +326,8 @@ impl Client {
     }
 }
 
-/// The provider's record: how many calls it got per request number.
+/// The provider's record: how many calls it got per request number (calls that are not a
+/// burst request, such as an incident summary, are left out).
 fn calls_per_request(stub: &StubProvider) -> BTreeMap<usize, usize> {
     let mut per = BTreeMap::new();
     for call in stub.calls() {
@@ -249,9 +336,10 @@ fn calls_per_request(stub: &StubProvider) -> BTreeMap<usize, usize> {
             .split("fault-burst request ")
             .nth(1)
             .and_then(|rest| rest.split(':').next())
-            .and_then(|n| n.parse::<usize>().ok())
-            .expect("every provider call carries its request number");
-        *per.entry(n).or_insert(0) += 1;
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(n) = n {
+            *per.entry(n).or_insert(0) += 1;
+        }
     }
     per
 }
@@ -292,6 +380,11 @@ async fn assert_accounted_once(
         }
     }
     let per = calls_per_request(stub);
+    assert_eq!(
+        per.values().sum::<usize>(),
+        stub.call_count(),
+        "every provider call carries its request number"
+    );
     assert!(
         per.values().all(|n| *n == 1),
         "no request called the provider twice: {:?}",
@@ -305,7 +398,18 @@ async fn assert_accounted_once(
         in_doubt.len()
     );
 
-    // The audit trail: exactly one entry per request and stage, and an intact chain.
+    let in_doubt: Vec<String> = in_doubt.into_iter().collect();
+    assert_audited_once(tf, ids, &in_doubt, audit_victim).await;
+}
+
+/// The audit trail: exactly one entry per request and stage (four for a request `in_doubt`,
+/// which stops at `invoke`), and an intact chain. Stops the fleet (and `audit_victim`).
+async fn assert_audited_once(
+    tf: &mut TestFleet,
+    ids: &[uuid::Uuid],
+    in_doubt: &[String],
+    audit_victim: Option<&mut Victim>,
+) {
     let bus = tf.bus().await;
     assert!(
         wait_consumer_idle(&bus, StreamKind::Audit, "audit", SETTLE).await,
@@ -356,11 +460,7 @@ async fn burst_survives_kill_of(victim: Service) {
         stub.url(),
         "request_timeout_ms = 1000\nqueue_timeout_ms = 200",
     );
-    let others: Vec<Service> = Service::ALL
-        .into_iter()
-        .filter(|s| *s != victim && *s != Service::Correlator && *s != Service::Notifier)
-        .collect();
-    let mut tf = TestFleet::start(&others, |doc| overlay(doc, &config)).await;
+    let mut tf = fleet_without(&[victim], false, &config).await;
     let mut v = Victim::start(&tf, victim, &config);
     let client = Client::start(&tf).await;
 
@@ -415,14 +515,7 @@ async fn audit_killed_mid_burst_chains_every_stage_exactly_once() {
 async fn nats_server_restarted_mid_burst_loses_and_repeats_nothing() {
     let stub = StubProvider::start(Behavior::answer("Scale the checkout pool.")).await;
     let config = fault_config(stub.url(), "");
-    let services = [
-        Service::Auth,
-        Service::Enrichment,
-        Service::Redaction,
-        Service::Model,
-        Service::Audit,
-    ];
-    let mut tf = TestFleet::start(&services, |doc| overlay(doc, &config)).await;
+    let mut tf = fleet_without(&[Service::Gateway], false, &config).await;
     let client = Client::start(&tf).await;
     let nats = &mut tf.nats;
     let ids = client
@@ -448,14 +541,7 @@ async fn a_hanging_provider_times_out_and_the_request_falls_back_once() {
         "{}\n[[model.providers]]\nname = \"local\"\nkind = \"local\"\nmodel = \"mcplane-local-1\"\n",
         fault_config(stub.url(), "request_timeout_ms = 300")
     );
-    let services = [
-        Service::Auth,
-        Service::Enrichment,
-        Service::Redaction,
-        Service::Model,
-        Service::Audit,
-    ];
-    let mut tf = TestFleet::start(&services, |doc| overlay(doc, &config)).await;
+    let mut tf = fleet_without(&[Service::Gateway], false, &config).await;
     let client = Client::start(&tf).await;
     let mut ids = Vec::new();
     for i in 0..10 {
@@ -504,14 +590,7 @@ async fn a_hanging_provider_without_fallback_answers_a_coded_timeout() {
     ))
     .await;
     let config = fault_config(stub.url(), "request_timeout_ms = 300");
-    let services = [
-        Service::Auth,
-        Service::Enrichment,
-        Service::Redaction,
-        Service::Model,
-        Service::Audit,
-    ];
-    let mut tf = TestFleet::start(&services, |doc| overlay(doc, &config)).await;
+    let mut tf = fleet_without(&[Service::Gateway], false, &config).await;
     let client = Client::start(&tf).await;
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -544,41 +623,59 @@ async fn a_hanging_provider_without_fallback_answers_a_coded_timeout() {
     tf.stop().await;
 }
 
+/// Submits one request and waits for its result: the fleet and the victim are serving.
+async fn warm_up(client: &Client, victim: &Victim) -> uuid::Uuid {
+    let first = client.submit(10_000).await;
+    assert!(client.await_results(&[first]).await.is_empty(), "warm-up");
+    assert!(
+        victim
+            .await_readiness(200, Duration::from_secs(20))
+            .await
+            .is_some(),
+        "the victim is ready once it served a request"
+    );
+    first
+}
+
+/// Polls the victim's `/readyz` while `requests` more are submitted, until it answers 503;
+/// returns the reasons it gave.
+async fn not_ready_under_load(
+    client: &Client,
+    victim: &Victim,
+    ids: &mut Vec<uuid::Uuid>,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Numbered apart from the cases' own requests (0..) and the warm-up (10 000).
+    let mut i = 1_000;
+    loop {
+        ids.push(client.submit(i).await);
+        i += 1;
+        if let Some((503, body)) = victim.readyz().await {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never answered 503 while the disk refused writes: {:?}",
+            victim.readyz().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The enrichment worker's disk "fills up" while it runs (its file-size limit drops to 8 KiB,
 /// so every sled write past that fails with `EFBIG`), a burst arrives, and the limit is lifted
-/// again, without a restart: every request is answered once the disk is writable again.
+/// again, without a restart: `/readyz` says 503 meanwhile, and every request is answered once
+/// the disk is writable again, when `/readyz` says 200 again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_ledger_disk_delays_requests_and_the_worker_recovers_without_restart() {
+async fn a_full_ledger_disk_makes_the_worker_unready_and_it_recovers_without_restart() {
     let stub = StubProvider::start(Behavior::answer("Scale the checkout pool.")).await;
     let config = fault_config(stub.url(), "");
-    let others: Vec<Service> = Service::ALL
-        .into_iter()
-        .filter(|s| {
-            *s != Service::Enrichment && *s != Service::Correlator && *s != Service::Notifier
-        })
-        .collect();
-    let mut tf = TestFleet::start(&others, |doc| overlay(doc, &config)).await;
-    let config_path = tf.data.path().join("enrichment-victim.toml");
-    std::fs::write(&config_path, &config).unwrap();
-    // SIGXFSZ ignored (inherited through exec), so an oversized write fails instead of killing.
-    let mut child = Command::new("bash")
-        .arg("-c")
-        .arg("trap '' XFSZ; exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_mcplane-under-test"))
-        .args(["run", "enrichment", "--config"])
-        .arg(&config_path)
-        .args(["--nats", &tf.nats.url(), "--data"])
-        .arg(tf.data.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
+    let mut tf = fleet_without(&[Service::Enrichment], false, &config).await;
+    let mut victim = Victim::start_with(&tf, Service::Enrichment, &config, true);
     let client = Client::start(&tf).await;
-    // Ready: one request all the way through.
-    let first = client.submit(10_000).await;
-    assert!(client.await_results(&[first]).await.is_empty());
+    let mut ids = vec![warm_up(&client, &victim).await];
 
+    let pid = victim.pid();
     let prlimit = |limit: &str| {
         let ok = Command::new("prlimit")
             .args(["--pid", &pid, &format!("--fsize={limit}")])
@@ -588,28 +685,518 @@ async fn a_full_ledger_disk_delays_requests_and_the_worker_recovers_without_rest
         assert!(ok, "prlimit --fsize={limit}");
     };
     prlimit("8192:unlimited");
-    let mut ids = Vec::new();
-    for i in 0..30 {
+    let why = not_ready_under_load(&client, &victim, &mut ids).await;
+    assert!(
+        why.to_string().contains("last write failed"),
+        "the reason names the failed write: {why}"
+    );
+    for i in 0..20 {
         ids.push(client.submit(i).await);
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     prlimit("unlimited:unlimited");
     let missing = client.await_results(&ids).await;
-    let alive = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(alive, "the worker kept running");
+    let ready_again = victim.await_readiness(200, SETTLE).await;
+    assert!(victim.alive(), "the worker kept running");
     assert!(
         missing.is_empty(),
         "{} requests without a result",
         missing.len()
     );
-    let per = calls_per_request(&stub);
-    assert_eq!(
-        per.len(),
-        ids.len() + 1,
-        "every request reached the provider"
+    assert!(
+        ready_again.is_some(),
+        "ready again once the disk takes writes"
     );
-    assert!(per.values().all(|n| *n == 1), "{per:?}");
+    assert_accounted_once(&mut tf, &client, &ids, &stub, None, false).await;
+}
+
+/// The redaction worker's disk turns read-only while it runs: every write and sync it makes
+/// fails with `EROFS`, as on a filesystem the kernel remounted read-only. The tests run as
+/// root, which `chmod` does not stop, and a read-only remount is refused while sled holds its
+/// files open for writing (`EBUSY`), so the fault is injected at the system-call boundary of
+/// the running process: `strace --inject` on `pwrite64`/`fsync`/`fdatasync` (sled's writes),
+/// then detached. `/readyz` says 503 meanwhile, and every request is answered once, without a
+/// restart, when the disk is writable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_ledger_disk_makes_the_worker_unready_and_it_recovers_without_restart() {
+    let stub = StubProvider::start(Behavior::answer("Scale the checkout pool.")).await;
+    let config = fault_config(stub.url(), "");
+    let mut tf = fleet_without(&[Service::Redaction], false, &config).await;
+    let mut victim = Victim::start(&tf, Service::Redaction, &config);
+    let client = Client::start(&tf).await;
+    let mut ids = vec![warm_up(&client, &victim).await];
+
+    let writes = "pwrite64,pwritev,pwritev2,fsync,fdatasync,sync_file_range";
+    let mut strace = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-p", &victim.pid()])
+        .arg(format!("-etrace={writes}"))
+        .arg(format!("-einject={writes}:error=EROFS"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strace (scripts/ensure-strace.sh installs it)");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        strace.try_wait().unwrap().is_none(),
+        "strace could not attach to the worker: the test needs ptrace rights over it \
+         (root, or kernel.yama.ptrace_scope = 0)"
+    );
+    let why = not_ready_under_load(&client, &victim, &mut ids).await;
+    assert!(
+        why.to_string().contains("Read-only file system"),
+        "the reason names the read-only disk: {why}"
+    );
+    for i in 0..20 {
+        ids.push(client.submit(i).await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // SIGINT makes strace detach, leaving the worker running untraced.
+    let _ = Command::new("kill")
+        .args(["-INT", &strace.id().to_string()])
+        .status();
+    let _ = strace.wait();
+    let missing = client.await_results(&ids).await;
+    let ready_again = victim.await_readiness(200, SETTLE).await;
+    assert!(victim.alive(), "the worker kept running");
+    assert!(
+        missing.is_empty(),
+        "{} requests without a result",
+        missing.len()
+    );
+    assert!(
+        ready_again.is_some(),
+        "ready again once the disk takes writes"
+    );
+    assert_accounted_once(&mut tf, &client, &ids, &stub, None, false).await;
+}
+
+/// The latest revision of every `acme` incident on the bus.
+async fn latest_incidents(bus: &mcplane_shared::bus::Bus) -> Vec<IncidentEvent> {
+    let mut latest: HashMap<String, IncidentEvent> = HashMap::new();
+    let filter = bus.subjects.incidents("acme", "*");
+    for payload in stored_messages(bus, StreamKind::Incidents, filter).await {
+        let env = Envelope::<IncidentEvent>::from_slice(&payload).unwrap();
+        let e = latest
+            .entry(env.body.incident_id.clone())
+            .or_insert(env.body.clone());
+        if env.body.revision >= e.revision {
+            *e = env.body;
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// Alert `i` of a burst: its own alert name (so its own fingerprint) on one of four services.
+fn burst_alert(i: usize) -> Value {
+    alertmanager_payload(
+        &format!("fault-svc-{}", i % 4),
+        &format!("FaultAlert{i}"),
+        "critical",
+    )
+}
+
+/// How many times each burst alert was counted, over every incident.
+fn alert_counts(incidents: &[IncidentEvent]) -> BTreeMap<usize, u32> {
+    let mut counts = BTreeMap::new();
+    for incident in incidents {
+        for alert in &incident.alerts {
+            let n = alert
+                .summary
+                .strip_prefix("FaultAlert")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse::<usize>().ok());
+            if let Some(n) = n {
+                *counts.entry(n).or_insert(0) += alert.count;
+            }
+        }
+    }
+    counts
+}
+
+/// HTTP clients POST AI requests and alerts to a gateway that is killed with `kill -9` after a
+/// third of them and started again: every request it accepted (202 with an id) has exactly one
+/// result, fetched from the restarted gateway, and reached the provider exactly once; every
+/// alert it accepted (202) is counted exactly once in an incident. What the kill cut off got
+/// no 202 and may or may not have gone on, but at most once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_killed_mid_burst_answers_every_accepted_request_and_alert_once() {
+    let stub = StubProvider::start(Behavior::answer("Scale the checkout pool.")).await;
+    let config = fault_config(stub.url(), "");
+    let mut tf = fleet_without(&[Service::Gateway], true, &config).await;
+    // A 1 ms wait for the result: every accepted request answers 202 at once, so the kill
+    // lands among requests still in the pipeline.
+    let gateway_config = format!(
+        "{config}\n[gateway]\nhttp_addr = \"{}\"\nrequest_timeout_ms = 1\n",
+        tf.http
+    );
+    let mut gateway = Victim::start(&tf, Service::Gateway, &gateway_config);
+    tf.wait_ready().await;
+
+    const CLIENTS: usize = 4;
+    const PER_CLIENT: usize = 40;
+    let attempts = Arc::new(AtomicUsize::new(0));
+    // Requests accepted by the restarted gateway: it serves again without operator action.
+    let after_restart = Arc::new(AtomicUsize::new(0));
+    let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (base, key, attempts) = (tf.base(), tf.user_key.clone(), attempts.clone());
+        let (after_restart, restarted) = (after_restart.clone(), restarted.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            let (mut requests, mut alerts) = (Vec::new(), Vec::new());
+            for k in 0..PER_CLIENT {
+                let i = c * PER_CLIENT + k;
+                attempts.fetch_add(1, Ordering::SeqCst);
+                let request = serde_json::json!({
+                    "type": "answer",
+                    "input": format!("fault-burst request {i}: why is checkout slow?"),
+                    "services": ["checkout"],
+                });
+                let sent = http
+                    .post(format!("{base}/v1/requests"))
+                    .bearer_auth(&key)
+                    .json(&request)
+                    .send()
+                    .await;
+                if let Ok(r) = sent {
+                    if r.status() == 202 {
+                        if restarted.load(Ordering::SeqCst) {
+                            after_restart.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let body: Value = r.json().await.unwrap();
+                        let id: uuid::Uuid = body["id"].as_str().unwrap().parse().unwrap();
+                        requests.push((i, id));
+                    }
+                }
+                let sent = http
+                    .post(format!("{base}/v1/alerts/alertmanager"))
+                    .bearer_auth(&key)
+                    .json(&burst_alert(i))
+                    .send()
+                    .await;
+                if sent.is_ok_and(|r| r.status() == 202) {
+                    alerts.push(i);
+                }
+                // The burst outlasts the restart (about 2.5 s a client).
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+            (requests, alerts)
+        }));
+    }
+    let total = CLIENTS * PER_CLIENT;
+    let killed_at = eventually(SETTLE, || async {
+        let n = attempts.load(Ordering::SeqCst);
+        (n >= total / 3).then_some(n)
+    })
+    .await
+    .expect("the burst got going");
+    gateway.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gateway.spawn(&tf);
+    restarted.store(true, Ordering::SeqCst);
+    let (mut requests, mut alerts) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (r, a) = t.await.unwrap();
+        requests.extend(r);
+        alerts.extend(a);
+    }
+    tf.wait_ready().await;
+    assert!(
+        requests.len() < total,
+        "the kill (after {killed_at} attempts) cut the burst: {} of {total} requests accepted",
+        requests.len()
+    );
+    assert!(
+        after_restart.load(Ordering::SeqCst) > 0,
+        "the restarted gateway accepted requests again"
+    );
+
+    // Every accepted request: one result, served by the restarted gateway.
+    let http = reqwest::Client::new();
+    for (i, id) in &requests {
+        let fetched = eventually(SETTLE, || async {
+            let r = http
+                .get(format!("{}/v1/requests/{id}", tf.base()))
+                .bearer_auth(&tf.user_key)
+                .send()
+                .await
+                .ok()?;
+            (r.status() != 404).then_some(r.status().as_u16())
+        })
+        .await;
+        assert_eq!(fetched, Some(200), "request {i} ({id}) answered");
+    }
+    let per = calls_per_request(&stub);
+    assert!(
+        per.values().all(|n| *n == 1),
+        "a request called twice: {per:?}"
+    );
+    for (i, _) in &requests {
+        assert_eq!(
+            per.get(i),
+            Some(&1),
+            "accepted request {i} reached the provider"
+        );
+    }
+
+    // Every accepted alert: counted once, in one incident.
+    let bus = tf.bus().await;
+    let counts = eventually(SETTLE, || async {
+        let counts = alert_counts(&latest_incidents(&bus).await);
+        alerts
+            .iter()
+            .all(|i| counts.contains_key(i))
+            .then_some(counts)
+    })
+    .await
+    .expect("every accepted alert reached an incident");
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "an alert counted twice: {:?}",
+        counts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    let ids: Vec<uuid::Uuid> = requests.iter().map(|(_, id)| *id).collect();
+    gateway.kill();
+    assert_audited_once(&mut tf, &ids, &[], None).await;
+}
+
+/// An HTTP receiver standing in for Slack: records every post, and how many are in flight.
+struct SlackReceiver {
+    url: String,
+    posts: Arc<Mutex<Vec<Value>>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl SlackReceiver {
+    async fn start() -> SlackReceiver {
+        use axum::routing::post;
+        let posts: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (p, f) = (posts.clone(), in_flight.clone());
+        let app = axum::Router::new().fallback(post(move |axum::Json(body): axum::Json<Value>| {
+            let (posts, in_flight) = (p.clone(), f.clone());
+            async move {
+                in_flight.fetch_add(1, Ordering::SeqCst);
+                // A little latency, as a real webhook has.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                posts.lock().unwrap().push(body);
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                "ok"
+            }
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/slack", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        SlackReceiver {
+            url,
+            posts,
+            in_flight,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.posts.lock().unwrap().len()
+    }
+}
+
+/// A burst of alerts opens many incidents; the notifier posting their summaries to Slack is
+/// killed with `kill -9` once a third are posted and started again: every summary on the bus is
+/// posted exactly once (a redelivered summary whose post went out is answered from the
+/// fleet-wide claim, never posted again).
+///
+/// The kill lands between posts (the receiver has none in flight): a kill between claiming a
+/// post and sending it leaves that post in doubt, which the notifier resolves, after minutes,
+/// by not posting rather than risking a second page; that window is not this test's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifier_killed_mid_burst_posts_every_summary_exactly_once() {
+    let slack = SlackReceiver::start().await;
+    let mut tf = fleet_without(&[Service::Notifier], true, "").await;
+    let notifier_config = format!(
+        "{}\n[notifier]\nslack_webhook_url = \"{}\"\n",
+        mcplane_tests::TEST_CONFIG,
+        slack.url
+    );
+    let mut notifier = Victim::start(&tf, Service::Notifier, &notifier_config);
+
+    // One incident (and so one summary and one post) per service, opened over about three
+    // seconds, so the posts are spread out and the kill lands among them.
+    const INCIDENTS: usize = 45;
+    let (base, key) = (tf.base(), tf.user_key.clone());
+    let sender = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        for i in 0..INCIDENTS {
+            let alert =
+                alertmanager_payload(&format!("notify-svc-{i}"), "HighErrorRate", "critical");
+            let r = http
+                .post(format!("{base}/v1/alerts/alertmanager"))
+                .bearer_auth(&key)
+                .json(&alert)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            tokio::time::sleep(Duration::from_millis(70)).await;
+        }
+    });
+    let killed_at = eventually(SETTLE, || async {
+        let n = slack.count();
+        (n >= INCIDENTS / 3 && slack.in_flight.load(Ordering::SeqCst) == 0).then_some(n)
+    })
+    .await
+    .expect("a third of the summaries posted");
+    assert!(killed_at < INCIDENTS, "the kill lands mid-burst");
+    notifier.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    notifier.spawn(&tf);
+    sender.await.unwrap();
+
+    let bus = tf.bus().await;
+    let summaries = || async {
+        stored_messages(
+            &bus,
+            StreamKind::Summaries,
+            bus.subjects.summaries("acme", "*"),
+        )
+        .await
+        .iter()
+        .map(|p| Envelope::<IncidentSummary>::from_slice(p).unwrap().body)
+        .collect::<Vec<_>>()
+    };
+    let posted = eventually(SETTLE, || async {
+        let n = summaries().await.len();
+        (n == INCIDENTS && slack.count() >= n).then_some(())
+    })
+    .await;
+    // Let a duplicate, if any, arrive before counting exactly.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let summaries = summaries().await;
+    let posts = slack.posts.lock().unwrap().clone();
+    assert!(
+        posted.is_some(),
+        "killed after {killed_at} posts: {} summaries, {} posts",
+        summaries.len(),
+        posts.len()
+    );
+    assert_eq!(summaries.len(), INCIDENTS, "one summary per incident");
+    assert_eq!(posts.len(), INCIDENTS, "one Slack post per summary");
+    let texts: HashSet<String> = posts.iter().map(|p| p["text"].to_string()).collect();
+    assert_eq!(texts.len(), INCIDENTS, "no summary posted twice");
+    notifier.stop();
+    tf.stop().await;
+}
+
+/// The Kafka bridge, as a process of its own, killed with `kill -9` while it publishes a
+/// topic's records and started again: every record is on the bus once and every alert is
+/// counted once in its incident. (`alert_feeds.rs` aborts an in-process bridge, whose consumer
+/// is dropped and closed; a real kill leaves the group membership and the uncommitted offsets
+/// exactly as a crash does, and the restarted bridge waits out the session timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_bridge_killed_mid_stream_counts_every_alert_once() {
+    let kafka = KafkaBroker::start();
+    let topic = "fault-alerts-acme";
+    let n = 1200;
+    let mut tf = TestFleet::start(&[Service::Correlator], |_| {}).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap())
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    futures::future::join_all((0..n).map(|i| {
+        let producer = producer.clone();
+        async move {
+            let value = burst_alert(i).to_string();
+            let key = i.to_string();
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    }))
+    .await;
+
+    let bus = tf.bus().await;
+    let mut publishes = bus
+        .client
+        .subscribe(bus.subjects.alerts_in("acme", "alertmanager"))
+        .await
+        .unwrap();
+    let config = format!(
+        r#"{}
+[kafka-bridge]
+brokers = "{}"
+group_id = "mcplane-fault-test"
+max_in_flight = 8
+commit_interval_ms = 20
+kafka = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
+
+[[kafka-bridge.topics]]
+topic = "{topic}"
+tenant = "acme"
+source = "alertmanager"
+"#,
+        mcplane_tests::TEST_CONFIG,
+        kafka.bootstrap()
+    );
+    let mut bridge = Victim::start(&tf, Service::KafkaBridge, &config);
+    // Killed the moment a fifth of the records went out.
+    let mut seen = 0;
+    let counted = tokio::time::timeout(SETTLE, async {
+        while seen < n / 5 {
+            if publishes.next().await.is_none() {
+                break;
+            }
+            seen += 1;
+        }
+    })
+    .await;
+    bridge.kill();
+    assert!(
+        counted.is_ok(),
+        "the bridge never got going ({seen} publishes)"
+    );
+    drop(publishes);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bridge.spawn(&tf);
+
+    let counts = eventually(SETTLE, || async {
+        let counts = alert_counts(&latest_incidents(&bus).await);
+        (counts.len() == n).then_some(counts)
+    })
+    .await;
+    let raw = stored_messages(
+        &bus,
+        StreamKind::Alerts,
+        bus.subjects.alerts_in("acme", "alertmanager"),
+    )
+    .await
+    .len();
+    let counts =
+        counts.unwrap_or_else(|| panic!("not every alert reached an incident ({raw} on the bus)"));
+    assert_eq!(raw, n, "every record on the bus exactly once");
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "an alert counted twice: {:?}",
+        counts
+            .iter()
+            .filter(|(_, c)| **c > 1)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        bridge
+            .await_readiness(200, Duration::from_secs(20))
+            .await
+            .is_some(),
+        "the restarted bridge is ready"
+    );
+    bridge.stop();
     tf.stop().await;
 }

@@ -29,6 +29,14 @@ pub async fn run(
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-audit").await?;
     // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
     mcplane_shared::bus::announce(&bus, mcplane_shared::Service::Audit, shutdown.child_token());
+    // `/healthz`, `/readyz` and `/metrics` over HTTP when `[telemetry] listen` is set.
+    mcplane_shared::health::serve(
+        &config.common.telemetry,
+        mcplane_shared::Service::Audit,
+        &bus.health,
+        shutdown.child_token(),
+    )
+    .await?;
     let store = Arc::new(ChainStore::open(&store::chain_dir(
         &config.common.data_dir,
     ))?);

@@ -45,6 +45,14 @@ pub async fn run(
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-auth").await?;
     // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
     mcplane_shared::bus::announce(&bus, mcplane_shared::Service::Auth, shutdown.child_token());
+    // `/healthz`, `/readyz` and `/metrics` over HTTP when `[telemetry] listen` is set.
+    mcplane_shared::health::serve(
+        &config.common.telemetry,
+        mcplane_shared::Service::Auth,
+        &bus.health,
+        shutdown.child_token(),
+    )
+    .await?;
     let keys_root = config
         .service
         .keys_dir

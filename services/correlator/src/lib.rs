@@ -87,6 +87,14 @@ pub async fn run(
         mcplane_shared::Service::Correlator,
         shutdown.child_token(),
     );
+    // `/healthz`, `/readyz` and `/metrics` over HTTP when `[telemetry] listen` is set.
+    mcplane_shared::health::serve(
+        &config.common.telemetry,
+        mcplane_shared::Service::Correlator,
+        &bus.health,
+        shutdown.child_token(),
+    )
+    .await?;
     let cfg = config.service;
     if cfg.service_account_key.is_none() {
         tracing::warn!(

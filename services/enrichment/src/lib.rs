@@ -44,6 +44,14 @@ pub async fn run(
         mcplane_shared::Service::Enrichment,
         shutdown.child_token(),
     );
+    // `/healthz`, `/readyz` and `/metrics` over HTTP when `[telemetry] listen` is set.
+    mcplane_shared::health::serve(
+        &config.common.telemetry,
+        mcplane_shared::Service::Enrichment,
+        &bus.health,
+        shutdown.child_token(),
+    )
+    .await?;
     let ledger = Arc::new(SledLedger::open(
         config
             .common

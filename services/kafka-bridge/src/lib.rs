@@ -16,7 +16,7 @@ pub mod offsets;
 pub mod record;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -48,6 +48,14 @@ pub async fn run(
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-kafka-bridge").await?;
     // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
     mcplane_shared::bus::announce(&bus, Service::KafkaBridge, shutdown.child_token());
+    // `/healthz`, `/readyz` and `/metrics` over HTTP when `[telemetry] listen` is set.
+    mcplane_shared::health::serve(
+        &config.common.telemetry,
+        mcplane_shared::Service::KafkaBridge,
+        &bus.health,
+        shutdown.child_token(),
+    )
+    .await?;
     tracing::info!(
         brokers = %cfg.brokers,
         group = %cfg.group_id,
@@ -56,6 +64,12 @@ pub async fn run(
     );
     Bridge { bus, config: cfg }.run(shutdown).await
 }
+
+/// The name the Kafka consume loop reports its state under.
+const KAFKA_LOOP: &str = "kafka-consumer";
+/// How long after its last consume error the loop counts as failing. A quiet topic delivers
+/// nothing that would clear the state, so it clears itself once the errors stop.
+const ERROR_QUIET: Duration = Duration::from_secs(5);
 
 struct Bridge {
     bus: Bus,
@@ -88,6 +102,11 @@ impl Bridge {
         consumer
             .subscribe(&topics)
             .map_err(|e| ServiceError::Other(format!("kafka subscribe {topics:?}: {e}")))?;
+        // The bridge's consume loop, for `/readyz` (it has no JetStream consumer).
+        let health = &self.bus.health;
+        health.loop_running(KAFKA_LOOP);
+        // When the last consume error happened, while it still counts.
+        let mut failing: Option<Instant> = None;
 
         // Cancelled when draining gives up: publishes still retrying stop, uncommitted.
         let give_up = CancellationToken::new();
@@ -100,10 +119,19 @@ impl Bridge {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(settled) = in_flight.next() => settle(&tracker, settled),
-                _ = commit_tick.tick() => commit(&consumer, &tracker, CommitMode::Async),
+                _ = commit_tick.tick() => {
+                    commit(&consumer, &tracker, CommitMode::Async);
+                    if failing.is_some_and(|at| at.elapsed() > ERROR_QUIET) {
+                        failing = None;
+                        health.loop_running(KAFKA_LOOP);
+                    }
+                }
                 received = consumer.recv(), if in_flight.len() < self.config.max_in_flight => {
                     match received {
                         Ok(message) => {
+                            if failing.take().is_some() {
+                                health.loop_running(KAFKA_LOOP);
+                            }
                             let record = record_of(&message);
                             let epoch = match tracker.lock() {
                                 Ok(mut t) => t.track(&record.topic, record.partition, record.offset),
@@ -114,6 +142,8 @@ impl Bridge {
                         Err(e) => {
                             metrics::counter!("mcplane_kafka_bridge_consume_errors_total").increment(1);
                             tracing::warn!(error = %e, "kafka consume error");
+                            failing = Some(Instant::now());
+                            health.loop_failing(KAFKA_LOOP, format!("kafka consume error: {e}"));
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                     }
@@ -122,6 +152,7 @@ impl Bridge {
             metrics::gauge!("mcplane_kafka_bridge_in_flight").set(in_flight.len() as f64);
         }
 
+        health.loop_stopped(KAFKA_LOOP);
         let drain = Duration::from_millis(self.config.drain_timeout_ms);
         let drained = tokio::time::timeout(drain, async {
             while let Some(settled) = in_flight.next().await {

@@ -77,6 +77,14 @@ pub async fn run(
     let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-model").await?;
     // Listed by `$SRV.PING`/`nats micro ls` until shutdown.
     mcplane_shared::bus::announce(&bus, mcplane_shared::Service::Model, shutdown.child_token());
+    // `/healthz`, `/readyz` and `/metrics` over HTTP when `[telemetry] listen` is set.
+    mcplane_shared::health::serve(
+        &config.common.telemetry,
+        mcplane_shared::Service::Model,
+        &bus.health,
+        shutdown.child_token(),
+    )
+    .await?;
     let ledger = Arc::new(SledLedger::open(
         config.common.service_dir(Service::Model).join("ledger"),
         LEDGER_RETENTION,

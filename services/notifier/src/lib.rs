@@ -53,6 +53,14 @@ pub async fn run(
         mcplane_shared::Service::Notifier,
         shutdown.child_token(),
     );
+    // `/healthz`, `/readyz` and `/metrics` over HTTP when `[telemetry] listen` is set.
+    mcplane_shared::health::serve(
+        &config.common.telemetry,
+        mcplane_shared::Service::Notifier,
+        &bus.health,
+        shutdown.child_token(),
+    )
+    .await?;
     let ledger = Arc::new(SledLedger::open(
         config.common.service_dir(Service::Notifier).join("ledger"),
         LEDGER_RETENTION,

@@ -56,6 +56,14 @@ pub async fn run(
         mcplane_shared::Service::Redaction,
         shutdown.child_token(),
     );
+    // `/healthz`, `/readyz` and `/metrics` over HTTP when `[telemetry] listen` is set.
+    mcplane_shared::health::serve(
+        &config.common.telemetry,
+        mcplane_shared::Service::Redaction,
+        &bus.health,
+        shutdown.child_token(),
+    )
+    .await?;
     let ledger = std::sync::Arc::new(SledLedger::open(
         config.common.service_dir(Service::Redaction).join("ledger"),
         LEDGER_RETENTION,

@@ -67,9 +67,14 @@ where
             .messages()
             .await
         {
-            Ok(m) => m,
+            Ok(m) => {
+                bus.health.loop_running(&name);
+                m
+            }
             Err(e) => {
                 tracing::warn!(consumer = %name, error = %e, "cannot start pulling, retrying");
+                bus.health
+                    .loop_failing(&name, format!("cannot start pulling: {e}"));
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
@@ -94,6 +99,8 @@ where
                 }
                 None => {
                     tracing::warn!(consumer = %name, "message stream ended, re-subscribing");
+                    bus.health
+                        .loop_failing(&name, "message stream ended, re-subscribing");
                     continue 'reconnect;
                 }
             };
@@ -105,6 +112,7 @@ where
                 }
             }
             handle_chunk(
+                bus,
                 &name,
                 chunk,
                 ledger.as_deref(),
@@ -122,11 +130,13 @@ where
             }
         }
     }
+    bus.health.loop_stopped(&name);
     tracing::info!(consumer = %name, "consumer drained and stopped");
     Ok(())
 }
 
 async fn handle_chunk<H, F>(
+    bus: &Bus,
     name: &str,
     chunk: Vec<jetstream::Message>,
     ledger: Option<&dyn Ledger>,
@@ -147,7 +157,13 @@ async fn handle_chunk<H, F>(
     .await;
 
     if let Some(ledger) = ledger {
-        if let Err(e) = ledger.flush() {
+        let flushed = ledger.flush();
+        // Readiness follows the last flush: a full or read-only disk shows in `/readyz`.
+        match &flushed {
+            Ok(()) => bus.health.storage_ok(name),
+            Err(e) => bus.health.storage_failed(name, e.to_string()),
+        }
+        if let Err(e) = flushed {
             // Without a durable ledger nothing may be acked: let every message come again.
             tracing::error!(consumer = %name, error = %e, "ledger flush failed; batch will be redelivered");
             metrics::counter!("mcplane_ledger_errors_total", "consumer" => name.to_string())

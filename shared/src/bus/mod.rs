@@ -37,6 +37,8 @@ pub struct Bus {
     pub js: jetstream::Context,
     pub subjects: Subjects,
     pub config: BusConfig,
+    /// This service's readiness facts; the consume loop reports into it.
+    pub health: crate::health::Health,
 }
 
 impl Bus {
@@ -47,6 +49,7 @@ impl Bus {
             .backpressure_on_inflight(true)
             .build(client.clone());
         Bus {
+            health: crate::health::Health::new(client.clone()),
             client,
             js,
             subjects: Subjects::new(config.prefix.clone()),
