@@ -8,11 +8,11 @@
 //! already inside every alert.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::fields::{first_of, invalid, unique_links, Fields};
-use super::fingerprint;
-use crate::body::alert::{AlertStatus, CanonicalAlert, Severity};
+use super::group::{self, GroupAlert};
+use crate::body::alert::{CanonicalAlert, Severity};
 use crate::error::ErrorBody;
 
 pub const SOURCE: &str = "alertmanager";
@@ -34,98 +34,51 @@ pub fn normalize(
             ));
         }
     }
-    let group_status = group.opt_str("status")?;
-    let alerts = group
-        .opt_array("alerts")?
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| invalid("alerts", "is required and must hold at least one alert"))?;
-    let mut context = Map::new();
-    for name in GROUP_FIELDS {
-        if let Some(v) = group.map.get(*name).filter(|v| !v.is_null()) {
-            context.insert((*name).to_string(), v.clone());
-        }
-    }
-    alerts
-        .iter()
-        .enumerate()
-        .map(|(i, alert)| {
-            let fields = Fields::object(alert, format!("alerts[{i}]"))?;
-            one(tenant, &fields, group_status, &context, received_at)
-        })
+    group::alerts(&group, GROUP_FIELDS)?
+        .into_iter()
+        .map(|alert| one(tenant, alert, received_at))
         .collect()
 }
 
 fn one(
     tenant: &str,
-    alert: &Fields<'_>,
-    group_status: Option<&str>,
-    context: &Map<String, Value>,
+    alert: GroupAlert<'_>,
     received_at: DateTime<Utc>,
 ) -> Result<CanonicalAlert, ErrorBody> {
-    let labels = alert.string_map("labels")?;
-    if labels.is_empty() {
-        return Err(invalid(
-            &alert.path_of("labels"),
-            "is required and must hold at least one label",
-        ));
-    }
-    let annotations = alert.string_map("annotations")?;
-    let status_field = if alert.opt_str("status")?.is_some() {
-        alert.path_of("status")
-    } else {
-        "status".to_string()
-    };
-    let status = match alert.opt_str("status")?.or(group_status) {
-        Some("firing") => AlertStatus::Firing,
-        Some("resolved") => AlertStatus::Resolved,
-        Some(_) => return Err(invalid(&status_field, "must be \"firing\" or \"resolved\"")),
-        None => {
-            return Err(invalid(
-                &alert.path_of("status"),
-                "is required (\"firing\" or \"resolved\")",
-            ))
-        }
-    };
-    let fingerprint = fingerprint::to_hex(fingerprint::label_set(
-        labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    ));
+    let labels = &alert.labels;
+    let fingerprint = alert.label_fingerprint();
     let severity = Severity::from_label(labels.get("severity").map_or("", String::as_str));
-    let service = first_of(&labels, &["service", "job", "app"]).unwrap_or("unknown");
-    let resource = first_of(&labels, &["instance", "pod", "host"]).map(str::to_string);
-    let summary = first_of(&annotations, &["summary", "description"])
-        .or_else(|| first_of(&labels, &["alertname"]))
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("alert {fingerprint}"));
-    let starts_at = alert.opt_time("startsAt")?.unwrap_or(received_at);
-    let ends_at = alert.opt_time("endsAt")?;
+    let service = first_of(labels, &["service", "job", "app"]).unwrap_or("unknown");
+    let resource = first_of(labels, &["instance", "pod", "host"]).map(str::to_string);
+    let summary = alert.summary(&fingerprint);
+    let starts_at = alert.fields.opt_time("startsAt")?.unwrap_or(received_at);
+    let ends_at = alert.fields.opt_time("endsAt")?;
     let links = unique_links([
-        alert.opt_str("generatorURL")?,
-        first_of(&annotations, &["runbook_url"]),
+        alert.fields.opt_str("generatorURL")?,
+        first_of(&alert.annotations, &["runbook_url"]),
     ]);
-    let mut original = context.clone();
-    original.insert("alert".to_string(), Value::Object(alert.map.clone()));
-
     Ok(CanonicalAlert {
         source: SOURCE.to_string(),
         tenant: tenant.to_string(),
         fingerprint,
-        status,
+        status: alert.status,
         severity,
         service: service.to_string(),
         resource,
         summary,
-        labels,
-        annotations,
         starts_at,
         ends_at,
         links,
-        original: Value::Object(original),
+        original: alert.original,
+        labels: alert.labels,
+        annotations: alert.annotations,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::alert::AlertStatus;
     use crate::error::ErrorCode;
     use serde_json::json;
 

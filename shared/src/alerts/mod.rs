@@ -14,6 +14,7 @@ pub mod generic;
 #[cfg(test)]
 mod golden;
 pub mod grafana;
+mod group;
 pub mod pagerduty;
 
 use chrono::{DateTime, Utc};
