@@ -1,10 +1,12 @@
 //! The detection engine: finds every enabled entity in a text, fast enough for the hot path.
 //!
 //! Everything is compiled once, at start. One Aho-Corasick pass (ASCII case-insensitive, a DFA)
-//! over every rule's keywords, every context word and every directory name says which keyword
-//! rules can match at all and where the context words are; one byte pass measures the number
-//! shapes (longest digit run, dotted quads, colons) that gate the numeric rules. Only the rules
-//! so selected run their regex — for most texts, none or one or two. Candidates are confirmed
+//! over every rule's keywords, the context words of the rules that need a boost and every
+//! directory name says which keyword rules can match at all and where the context words are;
+//! one byte pass measures the number shapes (longest digit run, dotted quads, colons) that gate
+//! the numeric rules. Only the rules so selected run their regex — for most texts, none or one
+//! or two — and a token with a fixed prefix (`ghp_`, `AKIA`, `password`) is only tried,
+//! anchored, where its prefix was found rather than searched for. Candidates are confirmed
 //! (checksums, ranges, surroundings), scored (base score, plus a boost when a context word is
 //! near, as Presidio does), filtered by the allow-list, and overlaps resolved.
 //!
@@ -51,6 +53,10 @@ const DFA_CACHE: usize = 16 << 20;
 struct Rule {
     kind: EntityType,
     re: Regex,
+    /// For a [`Trigger::Prefixes`] rule, the regex anchored at the start of its haystack, tried
+    /// only where a prefix keyword was found: no scan of the text, no reverse search for the
+    /// start of a match.
+    anchored: Option<Regex>,
     trigger: Option<Trigger>,
     confirm: Confirm,
     base: f32,
@@ -61,6 +67,8 @@ struct Rule {
 struct Keyword {
     /// Rules this keyword switches on.
     triggers: u128,
+    /// Rules whose matches begin where this keyword does.
+    anchors: u128,
     /// Rules this keyword is a context word for.
     context_of: u128,
     /// A directory name: the exact spelling to confirm (the automaton ignores case).
@@ -172,6 +180,7 @@ impl Engine {
             .filter(|r| spec.kinds.contains(&r.kind))
         {
             let bit = 1u128 << rules.len().min(127);
+            let mut anchored = None;
             let trigger = match r.trigger {
                 Trigger::Keywords(ks) => {
                     for k in ks {
@@ -181,15 +190,31 @@ impl Engine {
                     keyword_gated |= bit;
                     None
                 }
+                Trigger::Prefixes(ks) => {
+                    for k in ks {
+                        let i = role(k, &mut words, &mut roles);
+                        roles[i].triggers |= bit;
+                        roles[i].anchors |= bit;
+                    }
+                    keyword_gated |= bit;
+                    let pattern = format!(r"\A(?:{})", r.pattern);
+                    anchored = Some(compile(r.kind.as_str(), &pattern)?);
+                    Some(r.trigger)
+                }
                 other => Some(other),
             };
-            for c in r.context {
-                let i = role(c, &mut words, &mut roles);
-                roles[i].context_of |= bit;
+            // A context word only matters to a rule that needs its boost to pass; the others'
+            // words would only slow the keyword pass down.
+            if r.base + 1e-4 < spec.threshold {
+                for c in r.context {
+                    let i = role(c, &mut words, &mut roles);
+                    roles[i].context_of |= bit;
+                }
             }
             rules.push(Rule {
                 kind: r.kind,
                 re: compile(r.kind.as_str(), r.pattern)?,
+                anchored,
                 trigger,
                 confirm: r.confirm,
                 base: r.base,
@@ -207,6 +232,7 @@ impl Engine {
             rules.push(Rule {
                 kind: EntityType::Custom(intern(&p.name)),
                 re: compile(&p.name, &p.regex)?,
+                anchored: None,
                 trigger: None,
                 confirm: confirm_standalone,
                 base: 1.0,
@@ -265,14 +291,19 @@ impl Engine {
         let mut active = 0u128;
         // Context word hits: (start, end, rules they speak for). Empty, unallocated, for most.
         let mut context: Vec<(usize, usize, u128)> = Vec::new();
-        // Non-overlapping (earliest match first), which the DFA runs fastest; keywords that
-        // share a rule switch it on alike, so an overlap hidden this way changes nothing.
+        // Where a prefix keyword starts: (start, rules anchored there).
+        let mut anchors: Vec<(usize, u128)> = Vec::new();
+        // Overlapping, so that no prefix keyword is hidden inside another keyword's match
+        // (`aws_secret` holds `secret`).
         if let Some(ac) = &self.keywords {
-            for m in ac.find_iter(text) {
+            for m in ac.find_overlapping_iter(text) {
                 let role = &self.roles[m.pattern().as_usize()];
                 active |= role.triggers;
                 if role.context_of != 0 {
                     context.push((m.start(), m.end(), role.context_of));
+                }
+                if role.anchors != 0 {
+                    anchors.push((m.start(), role.anchors));
                 }
                 if let Some(name) = &role.person {
                     let (s, e) = (m.start(), m.end());
@@ -292,6 +323,8 @@ impl Engine {
                 }
             }
         }
+        // The keyword pass reports matches by their end; anchored scans want them by start.
+        anchors.sort_unstable_by_key(|&(start, _)| start);
         let shapes = shapes(text);
         for (i, rule) in self.rules.iter().enumerate() {
             let bit = 1u128 << i.min(127);
@@ -324,6 +357,12 @@ impl Engine {
                 Some(Trigger::NumberThenCapital) => shapes.number_then_capital,
                 Some(Trigger::Ipv6Colons) => shapes.double_colon || shapes.hex_colons >= 5,
                 Some(Trigger::MacSeparators) => shapes.hex_colons >= 5 || shapes.hex_dashes >= 5,
+                Some(Trigger::Prefixes(_)) => {
+                    if active & bit != 0 {
+                        self.scan_anchored(i, rule, text, &anchors, &context, &mut found);
+                    }
+                    false
+                }
                 Some(Trigger::Keywords(_)) => active & bit != 0,
             };
             if on {
@@ -335,6 +374,71 @@ impl Engine {
         }
         resolve_overlaps(&mut found);
         found.into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// Tries a [`Trigger::Prefixes`] rule's anchored regex at each place one of its keywords
+    /// starts (`anchors`, in text order); after a confirmed match, keywords inside it are
+    /// skipped, as a scan would.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_anchored(
+        &self,
+        i: usize,
+        rule: &Rule,
+        text: &str,
+        anchors: &[(usize, u128)],
+        context: &[(usize, usize, u128)],
+        out: &mut Vec<(Span, usize)>,
+    ) {
+        let Some(re) = &rule.anchored else {
+            return;
+        };
+        let bit = 1u128 << i.min(127);
+        let mut next = 0;
+        for &(at, rules) in anchors {
+            if rules & bit == 0 || at < next {
+                continue;
+            }
+            next = at + 1;
+            let Some(m) = re.find(&text[at..]) else {
+                continue;
+            };
+            if let Some((start, end)) = (rule.confirm)(text, at, at + m.end()) {
+                if start < end {
+                    self.keep(i, rule, text, start, end, context, out);
+                    next = next.max(end);
+                }
+            }
+        }
+    }
+
+    /// Scores a confirmed candidate and keeps it when it reaches the threshold and is not
+    /// allow-listed.
+    #[allow(clippy::too_many_arguments)]
+    fn keep(
+        &self,
+        i: usize,
+        rule: &Rule,
+        text: &str,
+        start: usize,
+        end: usize,
+        context: &[(usize, usize, u128)],
+        out: &mut Vec<(Span, usize)>,
+    ) {
+        let bit = 1u128 << i.min(127);
+        let mut score = rule.base;
+        if score < self.threshold && near_context(text, context, bit, start, end) {
+            score += CONTEXT_BOOST;
+        }
+        if score + 1e-4 >= self.threshold && !self.allow.contains(&text[start..end]) {
+            out.push((
+                Span {
+                    start,
+                    end,
+                    kind: rule.kind,
+                },
+                i + 1,
+            ));
+        }
     }
 
     /// Runs one rule's regex over `text[from..to]` (confirming against the whole text). A
@@ -351,7 +455,6 @@ impl Engine {
         context: &[(usize, usize, u128)],
         out: &mut Vec<(Span, usize)>,
     ) {
-        let bit = 1u128 << i.min(127);
         let haystack = &text[..to];
         let mut pos = from;
         while pos <= to {
@@ -360,20 +463,7 @@ impl Engine {
             };
             pos = match (rule.confirm)(text, m.start(), m.end()) {
                 Some((start, end)) if start < end => {
-                    let mut score = rule.base;
-                    if score < self.threshold && near_context(text, context, bit, start, end) {
-                        score += CONTEXT_BOOST;
-                    }
-                    if score + 1e-4 >= self.threshold && !self.allow.contains(&text[start..end]) {
-                        out.push((
-                            Span {
-                                start,
-                                end,
-                                kind: rule.kind,
-                            },
-                            i + 1,
-                        ));
-                    }
+                    self.keep(i, rule, text, start, end, context, out);
                     end.max(m.start() + 1)
                 }
                 _ => m.start() + 1,
