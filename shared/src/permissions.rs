@@ -15,7 +15,9 @@
 //! service: it holds the originals of tokenised PII). Everyone else is denied the JetStream API
 //! subjects that name the bucket's stream and the bucket's own `$KV.<bucket>.>` subjects, so a
 //! compromised enrichment worker can neither list key digests or purge revocations nor read
-//! the PII behind a request's tokens.
+//! the PII behind a request's tokens. The redaction service also takes its replies on a private
+//! inbox (`_INBOX_<prefix>-redaction.>`), since every service may subscribe to `_INBOX.>`
+//! and would otherwise overhear the answers to its vault reads.
 
 use std::fmt::Write;
 
@@ -173,6 +175,10 @@ pub fn users(
         match service {
             Service::Auth => subscribe.push(subjects.auth_resolve()),
             Service::Model => subscribe.push(subjects.model_catalog()),
+            // Its vault reads are answered on an inbox only it may subscribe to.
+            Service::Redaction => {
+                subscribe.push(format!("{}.>", subjects.private_inbox(Service::Redaction)))
+            }
             _ => {}
         }
         let mut deny_publish = Vec::new();
@@ -318,6 +324,16 @@ mod tests {
                 let denied = u.deny_publish.contains(&api.to_string());
                 assert_eq!(js && !owner, denied, "{} {api}", u.user);
             }
+        }
+        // Only redaction subscribes to its private inbox, where its vault reads are answered.
+        let private = "_INBOX_mcplane-redaction.>".to_string();
+        for u in &users {
+            assert_eq!(
+                u.subscribe.contains(&private),
+                u.user == "mcplane-redaction",
+                "{}",
+                u.user
+            );
         }
         // Streams are created by name: none that could source or mirror a bucket.
         for u in &users {

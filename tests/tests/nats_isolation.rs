@@ -260,10 +260,19 @@ async fn only_the_redaction_service_reads_or_writes_the_token_vault() {
     let stream = format!("KV_{bucket}");
     let key = "acme.0194f1de-7d8c-7000-8000-000000000001";
 
-    // The redaction service creates the vault and keeps a request's originals in it.
-    let (redaction, _) = connect_as(&nats, &user("mcplane-redaction")).await;
-    let redaction = mcplane_shared::bus::Bus::from_client(redaction, Default::default());
-    redaction.ensure().await.unwrap();
+    // The redaction service connects as the service does (its replies on a private inbox),
+    // creates the vault and keeps a request's originals in it.
+    let inbox = subjects.private_inbox(Service::Redaction);
+    let redaction = mcplane_shared::bus::connect_with_inbox(
+        &mcplane_shared::config::BusConfig {
+            url: user("mcplane-redaction").url(&nats.url()),
+            ..Default::default()
+        },
+        "mcplane-redaction",
+        Some(&inbox),
+    )
+    .await
+    .unwrap();
     let vault = redaction.ensure_vault_bucket().await.unwrap();
     vault
         .put(
@@ -366,8 +375,21 @@ async fn only_the_redaction_service_reads_or_writes_the_token_vault() {
         }
     }
 
+    // Nor can anyone overhear the answers to the service's own reads: they come back on its
+    // private inbox, outside the `_INBOX.>` everyone may subscribe to, and that inbox is its own.
+    let (spy, mut spy_errors) = connect_as(&nats, &user("mcplane-enrichment")).await;
+    let mut overheard = spy.subscribe("_INBOX.>").await.unwrap();
+    let _private = spy.subscribe(format!("{inbox}.>")).await.unwrap();
+    spy.flush().await.unwrap();
+    let error = violation(&mut spy_errors).await;
+    assert!(
+        error.contains("Permissions Violation") && error.contains(&inbox),
+        "{error}"
+    );
     // The entry is as the redaction service left it, and nobody consumes the vault.
     let entry = vault.get(key).await.unwrap().unwrap();
+    let leak = tokio::time::timeout(Duration::from_millis(500), overheard.next()).await;
+    assert!(leak.is_err(), "a vault read was overheard: {leak:?}");
     assert!(std::str::from_utf8(&entry)
         .unwrap()
         .contains("jane.doe@example.com"));
