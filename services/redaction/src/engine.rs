@@ -45,6 +45,10 @@ pub type Counts = BTreeMap<&'static str, u32>;
 /// How far before (and after) a candidate a context word counts, in bytes.
 const CONTEXT_BEFORE: usize = 48;
 const CONTEXT_AFTER: usize = 24;
+/// The longest match of a keyword rule that needs a context word to pass (an AWS secret key,
+/// 40 bytes; a date of birth or an SSN, under 25): how far past the context distances the
+/// windows of [`Engine::scan_near_context`] reach.
+const CONTEXT_MATCH_MAX: usize = 64;
 /// The lazy DFA's cache per regex: the default (2 MiB) thrashes on the wider patterns.
 const DFA_CACHE: usize = 16 << 20;
 
@@ -57,6 +61,9 @@ struct Rule {
     /// only where a prefix keyword was found: no scan of the text, no reverse search for the
     /// start of a match.
     anchored: Option<Regex>,
+    /// A keyword rule that cannot pass without a context word's boost (dates of birth, bare
+    /// SSNs, AWS secret keys): its regex runs only within reach of its context words.
+    near_context_only: bool,
     trigger: Option<Trigger>,
     confirm: Confirm,
     base: f32,
@@ -181,6 +188,9 @@ impl Engine {
         {
             let bit = 1u128 << rules.len().min(127);
             let mut anchored = None;
+            let near_context_only = matches!(r.trigger, Trigger::Keywords(_))
+                && r.base + 1e-4 < spec.threshold
+                && !r.context.is_empty();
             let trigger = match r.trigger {
                 Trigger::Keywords(ks) => {
                     for k in ks {
@@ -215,6 +225,7 @@ impl Engine {
                 kind: r.kind,
                 re: compile(r.kind.as_str(), r.pattern)?,
                 anchored,
+                near_context_only,
                 trigger,
                 confirm: r.confirm,
                 base: r.base,
@@ -233,6 +244,7 @@ impl Engine {
                 kind: EntityType::Custom(intern(&p.name)),
                 re: compile(&p.name, &p.regex)?,
                 anchored: None,
+                near_context_only: false,
                 trigger: None,
                 confirm: confirm_standalone,
                 base: 1.0,
@@ -323,12 +335,20 @@ impl Engine {
                 }
             }
         }
-        // The keyword pass reports matches by their end; anchored scans want them by start.
+        // The keyword pass reports matches by their end; anchored scans and the windows around
+        // context words want them by start.
         anchors.sort_unstable_by_key(|&(start, _)| start);
+        context.sort_unstable_by_key(|&(start, _, _)| start);
         let shapes = shapes(text);
         for (i, rule) in self.rules.iter().enumerate() {
             let bit = 1u128 << i.min(127);
             let on = match rule.trigger {
+                None if rule.near_context_only => {
+                    if active & bit != 0 {
+                        self.scan_near_context(i, rule, text, &context, &mut found);
+                    }
+                    false
+                }
                 None => active & bit != 0 || self.keyword_gated & bit == 0,
                 Some(Trigger::Digits(n)) => {
                     // Only around the digit runs long enough for this rule, windows merged.
@@ -408,6 +428,40 @@ impl Engine {
                     next = next.max(end);
                 }
             }
+        }
+    }
+
+    /// Runs a [`Rule::near_context_only`] rule's regex only in windows around its context words:
+    /// a candidate further away can never reach the threshold. The windows reach
+    /// [`CONTEXT_MATCH_MAX`] beyond the context distances, so every candidate that could be
+    /// boosted lies wholly inside one.
+    fn scan_near_context(
+        &self,
+        i: usize,
+        rule: &Rule,
+        text: &str,
+        context: &[(usize, usize, u128)],
+        out: &mut Vec<(Span, usize)>,
+    ) {
+        let bit = 1u128 << i.min(127);
+        let mut window: Option<(usize, usize)> = None;
+        for &(s, e, rules) in context {
+            if rules & bit == 0 {
+                continue;
+            }
+            let from = floor_boundary(text, s.saturating_sub(CONTEXT_AFTER + CONTEXT_MATCH_MAX));
+            let to = ceil_boundary(text, e + CONTEXT_BEFORE + CONTEXT_MATCH_MAX);
+            match window {
+                Some((f, t)) if from <= t => window = Some((f, t.max(to))),
+                Some((f, t)) => {
+                    self.scan(i, rule, text, f, t, context, out);
+                    window = Some((from, to));
+                }
+                None => window = Some((from, to)),
+            }
+        }
+        if let Some((f, t)) = window {
+            self.scan(i, rule, text, f, t, context, out);
         }
     }
 
@@ -924,6 +978,29 @@ mod tests {
         );
         // The dictionary is matched with its capitalisation, as a whole word.
         assert!(r.find("priya raman, Priya Ramanathan").is_empty());
+    }
+
+    #[test]
+    fn weak_candidates_are_searched_only_within_reach_of_a_context_word() {
+        let r = all();
+        let filler = "the nightly batch finished without errors and the queue drained. ".repeat(4);
+        let found = |text: &str| {
+            r.find(text)
+                .iter()
+                .map(|s| format!("{}={}", s.kind, &text[s.start..s.end]))
+                .collect::<Vec<_>>()
+        };
+        // The word after the date, the word before it, far into a longer text.
+        let text = format!("{filler}1985-03-12 is her date of birth. {filler}");
+        assert_eq!(found(&text), vec!["DOB=1985-03-12"]);
+        let text = format!("{filler}SSN on file: 536228431 {filler}");
+        assert_eq!(found(&text), vec!["SSN=536228431"]);
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let text = format!("{filler}aws_secret_access_key = {secret} {filler}");
+        assert_eq!(found(&text), vec![format!("AWS_SECRET_KEY={secret}")]);
+        // Out of reach: the same values with the word a paragraph away.
+        let text = format!("date of birth: see below. {filler}1985-03-12 536228431");
+        assert!(found(&text).is_empty(), "{:?}", found(&text));
     }
 
     #[test]
