@@ -22,8 +22,12 @@ cargo fuzz build --release
 for target in $(cargo fuzz list); do
   echo "fuzzing $target for ${SECS}s..." >&2
   mkdir -p "corpus/$target"
+  # Committed seeds (inputs that once found a bug) are read on every run; new finds go to
+  # corpus/, which is not committed.
+  seeds=()
+  if [ -d "seeds/$target" ]; then seeds=("seeds/$target"); fi
   log="$(mktemp)"
-  if ! cargo fuzz run --release "$target" "corpus/$target" -- \
+  if ! cargo fuzz run --release "$target" "corpus/$target" ${seeds[@]+"${seeds[@]}"} -- \
       -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
     tail -n 60 "$log" >&2
     echo "fuzz target $target failed; the input is in fuzz/artifacts/$target/" >&2

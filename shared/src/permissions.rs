@@ -5,15 +5,23 @@
 //! server enforces it, so a compromised integration cannot read another tenant's data or skip
 //! a stage by publishing straight into it.
 //!
-//! Services keep `$JS.API.>` (they create their streams, consumers and buckets) and reply
-//! inboxes; what bounds them is where they may publish data. The one exception is the API key
-//! bucket: only the auth service and the admin user (`mcplane keys`, `mcplane config push`)
-//! may read or write it, so every other service is denied the JetStream API subjects that name
-//! its stream (a compromised enrichment worker cannot list key digests or purge revocations).
+//! Services keep the JetStream API they use (stream info, consumers, message gets, creating
+//! mcplane's own streams and buckets by name: [`jetstream_api`]) and reply inboxes; what bounds
+//! them is where they may publish data. Creating or changing a stream is allowed by name only,
+//! so nobody can define a stream that sources or mirrors a bucket it may not read. Two buckets
+//! are exceptions, each
+//! kept to its owner: the API key bucket (only the auth service and the admin user, for
+//! `mcplane keys` and `mcplane config push`) and the redaction token vault (only the redaction
+//! service: it holds the originals of tokenised PII). Everyone else is denied the JetStream API
+//! subjects that name the bucket's stream and the bucket's own `$KV.<bucket>.>` subjects, so a
+//! compromised enrichment worker can neither list key digests or purge revocations nor read
+//! the PII behind a request's tokens. The redaction service also takes its replies on a private
+//! inbox (`_INBOX_<prefix>-redaction.>`), since every service may subscribe to `_INBOX.>`
+//! and would otherwise overhear the answers to its vault reads.
 
 use std::fmt::Write;
 
-use crate::subjects::{Service, Subjects};
+use crate::subjects::{Service, StreamKind, Subjects};
 
 /// One user of the generated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,12 +93,43 @@ fn service_publishes(s: &Subjects, service: Service) -> Vec<String> {
     out
 }
 
-/// The JetStream API subjects that name the key bucket's stream `KV_<bucket>`: stream info,
-/// update, delete, purge and message get/delete, direct get, and every consumer operation
-/// (a KV watch or read is a consumer or a direct get). Denied to all but auth and the admin.
-fn key_bucket_api(s: &Subjects) -> Vec<String> {
-    let stream = format!("KV_{}", s.keys_bucket());
+/// The JetStream API a service or the admin uses: account and stream info, consumers (pull
+/// work, KV watches, replays), message gets (KV reads), and creating mcplane's streams, the
+/// shared buckets and `own` buckets, by name. Not stream updates, deletes, purges or streams
+/// of other names: a stream that sources or mirrors another copies its messages, whatever the
+/// permissions on the original.
+fn jetstream_api(s: &Subjects, own: &[String]) -> Vec<String> {
+    let mut out = vec![
+        "$JS.API.INFO".to_string(),
+        "$JS.API.STREAM.INFO.*".to_string(),
+        "$JS.API.STREAM.NAMES".to_string(),
+        "$JS.API.STREAM.LIST".to_string(),
+        "$JS.API.STREAM.MSG.GET.*".to_string(),
+        "$JS.API.DIRECT.GET.>".to_string(),
+        "$JS.API.CONSUMER.>".to_string(),
+    ];
+    let shared = [
+        s.results_bucket(),
+        s.claims_bucket(),
+        s.budgets_bucket(),
+        s.config_bucket(),
+    ];
+    let streams = StreamKind::ALL
+        .into_iter()
+        .map(|k| s.stream_name(k))
+        .chain(shared.iter().chain(own).map(|b| format!("KV_{b}")));
+    out.extend(streams.map(|name| format!("$JS.API.STREAM.CREATE.{name}")));
+    out
+}
+
+/// What touches a KV bucket: the JetStream API subjects that name its stream `KV_<bucket>`
+/// (stream info, update, delete, purge and message get/delete, direct get, and every consumer
+/// operation: a KV watch or read is a consumer or a direct get) and its own `$KV.<bucket>.>`
+/// subjects (a put or delete is a publish there). Denied to all but the bucket's owners.
+fn bucket_api(bucket: &str) -> Vec<String> {
+    let stream = format!("KV_{bucket}");
     vec![
+        format!("$KV.{bucket}.>"),
         format!("$JS.API.STREAM.*.{stream}"),
         format!("$JS.API.STREAM.MSG.*.{stream}"),
         format!("$JS.API.DIRECT.GET.{stream}"),
@@ -114,14 +153,19 @@ pub fn users(
     let p = subjects.prefix();
     let mut out = Vec::new();
     for service in Service::every() {
-        let mut publish = vec![
-            "$JS.API.>".to_string(),
+        let own = match service {
+            Service::Auth => vec![subjects.keys_bucket()],
+            Service::Redaction => vec![subjects.redaction_vault_bucket()],
+            _ => vec![],
+        };
+        let mut publish = jetstream_api(subjects, &own);
+        publish.extend([
             "$JS.ACK.>".to_string(),
             "$JS.FC.>".to_string(),
             "_INBOX.>".to_string(),
             "$SRV.>".to_string(),
             format!("{p}.audit.>"),
-        ];
+        ]);
         publish.extend(service_publishes(subjects, service));
         let mut subscribe = vec![
             "_INBOX.>".to_string(),
@@ -131,13 +175,19 @@ pub fn users(
         match service {
             Service::Auth => subscribe.push(subjects.auth_resolve()),
             Service::Model => subscribe.push(subjects.model_catalog()),
+            // Its vault reads are answered on an inbox only it may subscribe to.
+            Service::Redaction => {
+                subscribe.push(format!("{}.>", subjects.private_inbox(Service::Redaction)))
+            }
             _ => {}
         }
-        let deny_publish = if service == Service::Auth {
-            vec![]
-        } else {
-            key_bucket_api(subjects)
-        };
+        let mut deny_publish = Vec::new();
+        if service != Service::Auth {
+            deny_publish.extend(bucket_api(&subjects.keys_bucket()));
+        }
+        if service != Service::Redaction {
+            deny_publish.extend(bucket_api(&subjects.redaction_vault_bucket()));
+        }
         let user = format!("{p}-{service}");
         out.push(NatsUser {
             password: password(&user),
@@ -177,18 +227,20 @@ pub fn users(
         subscribe: vec!["_INBOX.>".to_string()],
     });
     let user = format!("{p}-admin");
+    let mut publish = jetstream_api(subjects, &[subjects.keys_bucket()]);
+    publish.extend([
+        "$JS.ACK.>".to_string(),
+        "$JS.FC.>".to_string(),
+        "_INBOX.>".to_string(),
+        format!("$KV.{}.>", subjects.keys_bucket()),
+        format!("$KV.{}.>", subjects.config_bucket()),
+    ]);
     out.push(NatsUser {
         password: password(&user),
         user,
-        publish: vec![
-            "$JS.API.>".to_string(),
-            "$JS.ACK.>".to_string(),
-            "$JS.FC.>".to_string(),
-            "_INBOX.>".to_string(),
-            format!("$KV.{}.>", subjects.keys_bucket()),
-            format!("$KV.{}.>", subjects.config_bucket()),
-        ],
-        deny_publish: vec![],
+        publish,
+        // The admin manages keys and configuration, never request payloads.
+        deny_publish: bucket_api(&subjects.redaction_vault_bucket()),
         subscribe: vec!["_INBOX.>".to_string()],
     });
     out
@@ -251,14 +303,59 @@ mod tests {
         for u in &users {
             let may = u.user == "mcplane-auth" || u.user == "mcplane-admin";
             assert_eq!(u.publish.contains(&keys), may, "{}", u.user);
-            let js = u.publish.contains(&"$JS.API.>".to_string());
+            let js = u.publish.contains(&"$JS.API.CONSUMER.>".to_string());
             let denied = u
                 .deny_publish
                 .contains(&"$JS.API.DIRECT.GET.KV_mcplane-keys.>".to_string());
             assert_eq!(js && !may, denied, "{}", u.user);
         }
+        // Only redaction may touch the token vault, the admin included.
+        let vault = "$KV.mcplane-redaction-vault.>".to_string();
+        for u in &users {
+            let owner = u.user == "mcplane-redaction";
+            assert_eq!(u.publish.contains(&vault), owner, "{}", u.user);
+            let js = u.publish.contains(&"$JS.API.CONSUMER.>".to_string());
+            for api in [
+                "$KV.mcplane-redaction-vault.>",
+                "$JS.API.STREAM.*.KV_mcplane-redaction-vault",
+                "$JS.API.DIRECT.GET.KV_mcplane-redaction-vault.>",
+                "$JS.API.CONSUMER.*.*.KV_mcplane-redaction-vault.>",
+            ] {
+                let denied = u.deny_publish.contains(&api.to_string());
+                assert_eq!(js && !owner, denied, "{} {api}", u.user);
+            }
+        }
+        // Only redaction subscribes to its private inbox, where its vault reads are answered.
+        let private = "_INBOX_mcplane-redaction.>".to_string();
+        for u in &users {
+            assert_eq!(
+                u.subscribe.contains(&private),
+                u.user == "mcplane-redaction",
+                "{}",
+                u.user
+            );
+        }
+        // Streams are created by name: none that could source or mirror a bucket.
+        for u in &users {
+            let creates: Vec<&String> = u
+                .publish
+                .iter()
+                .filter(|p| p.starts_with("$JS.API.STREAM.CREATE."))
+                .collect();
+            assert!(creates.iter().all(|p| !p.contains('*') && !p.contains('>')));
+            assert!(!u.publish.iter().any(|p| p == "$JS.API.>"), "{}", u.user);
+            let vault = "$JS.API.STREAM.CREATE.KV_mcplane-redaction-vault".to_string();
+            assert_eq!(
+                u.publish.contains(&vault),
+                u.user == "mcplane-redaction",
+                "{}",
+                u.user
+            );
+        }
         let text = render(&users);
-        assert!(text.contains("deny: [\"$JS.API.STREAM.*.KV_mcplane-keys\""));
+        assert!(
+            text.contains("deny: [\"$KV.mcplane-keys.>\", \"$JS.API.STREAM.*.KV_mcplane-keys\"")
+        );
         assert!(text.contains("user: \"mcplane-gateway\", password: \"pw-mcplane-gateway\""));
         assert_eq!(
             chat.url("nats://127.0.0.1:4222"),

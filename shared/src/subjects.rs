@@ -153,6 +153,13 @@ impl Subjects {
         format!("{}.stage.{}.*", self.prefix, service)
     }
 
+    /// A service's own reply-inbox prefix (`_INBOX_mcplane-redaction`), outside `_INBOX.>`:
+    /// replies to its requests (the token vault's KV reads) cannot be overheard by the other
+    /// users, who may all subscribe to `_INBOX.>`.
+    pub fn private_inbox(&self, service: Service) -> String {
+        format!("_INBOX_{}-{}", self.prefix, service)
+    }
+
     /// Core request/reply: resolve a bearer credential to a principal (used by the gateway for
     /// alert webhooks, answered by the auth service's queue group).
     pub fn auth_resolve(&self) -> String {

@@ -2,7 +2,8 @@
 //! the whole fleet works with each service connected as its own user, a tenant's chat
 //! integration cannot subscribe to another tenant's summaries, a tenant's monitoring tool cannot
 //! publish another tenant's alerts, a client cannot publish into an internal stage subject,
-//! and only auth and the admin reach the API key bucket.
+//! only auth and the admin reach the API key bucket, and only the redaction service the token
+//! vault.
 
 use std::time::Duration;
 
@@ -244,4 +245,163 @@ async fn with_the_generated_authorization_each_party_reaches_only_its_own_subjec
     for task in tasks {
         task.await.unwrap().unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_redaction_service_reads_or_writes_the_token_vault() {
+    let subjects = Subjects::default();
+    let users = permissions::users(&subjects, &["acme".to_string()], |u| format!("test-{u}"));
+    let dir = tempfile::tempdir().unwrap();
+    let auth_file = dir.path().join("nats-auth.conf");
+    std::fs::write(&auth_file, permissions::render(&users)).unwrap();
+    let nats = NatsServer::start_with_config(Some(&auth_file));
+    let user = |name: &str| users.iter().find(|u| u.user == name).unwrap().clone();
+    let bucket = subjects.redaction_vault_bucket();
+    let stream = format!("KV_{bucket}");
+    let key = "acme.0194f1de-7d8c-7000-8000-000000000001";
+
+    // The redaction service connects as the service does (its replies on a private inbox),
+    // creates the vault and keeps a request's originals in it.
+    let inbox = subjects.private_inbox(Service::Redaction);
+    let redaction = mcplane_shared::bus::connect_with_inbox(
+        &mcplane_shared::config::BusConfig {
+            url: user("mcplane-redaction").url(&nats.url()),
+            ..Default::default()
+        },
+        "mcplane-redaction",
+        Some(&inbox),
+    )
+    .await
+    .unwrap();
+    let vault = redaction.ensure_vault_bucket().await.unwrap();
+    vault
+        .put(
+            key,
+            r#"{"tokens":{"<EMAIL_1>":"jane.doe@example.com"}}"#.into(),
+        )
+        .await
+        .unwrap();
+
+    // Every other user with the JetStream API, the admin among them, is refused each way in:
+    // opening the bucket, a direct or stream message get, a consumer (a watch), a purge, a put,
+    // and a stream of its own (or one it may create) sourcing the vault. Each refusal is the
+    // server's, reported on the connection.
+    let others: Vec<NatsUser> = users
+        .iter()
+        .filter(|u| {
+            u.publish.iter().any(|p| p == "$JS.API.CONSUMER.>") && u.user != "mcplane-redaction"
+        })
+        .cloned()
+        .collect();
+    assert_eq!(
+        others.len(),
+        Service::every().count(),
+        "every other service and the admin"
+    );
+    let last = format!(r#"{{"last_by_subj":"$KV.{bucket}.{key}"}}"#);
+    let consumer = format!(
+        r#"{{"stream_name":"{stream}","config":{{"deliver_policy":"all","ack_policy":"none","filter_subject":"$KV.{bucket}.>"}}}}"#
+    );
+    let attempts = [
+        (
+            format!("$JS.API.DIRECT.GET.{stream}.$KV.{bucket}.{key}"),
+            String::new(),
+        ),
+        (format!("$JS.API.DIRECT.GET.{stream}"), last.clone()),
+        (format!("$JS.API.STREAM.MSG.GET.{stream}"), last),
+        (format!("$JS.API.STREAM.INFO.{stream}"), String::new()),
+        (
+            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            consumer.clone(),
+        ),
+        (
+            format!("$JS.API.CONSUMER.CREATE.{stream}.spy.$KV.{bucket}.>"),
+            consumer.clone(),
+        ),
+        (
+            format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.spy"),
+            consumer,
+        ),
+        (format!("$JS.API.STREAM.PURGE.{stream}"), String::new()),
+        // A stream of one's own that sources the vault would copy every entry into it.
+        (
+            "$JS.API.STREAM.CREATE.SPY".to_string(),
+            format!(r#"{{"name":"SPY","sources":[{{"name":"{stream}"}}]}}"#),
+        ),
+        (
+            format!(
+                "$JS.API.STREAM.UPDATE.{}",
+                subjects.stream_name(StreamKind::Alerts)
+            ),
+            format!(
+                r#"{{"name":"{}","sources":[{{"name":"{stream}"}}]}}"#,
+                subjects.stream_name(StreamKind::Alerts)
+            ),
+        ),
+        (format!("$KV.{bucket}.{key}"), "overwritten".to_string()),
+    ];
+    for other in &others {
+        let (client, mut errors) = connect_as(&nats, other).await;
+        let js = async_nats::jetstream::new(client.clone());
+        // The bucket beside it opens: the refusal is the vault's alone.
+        js.get_key_value(subjects.results_bucket())
+            .await
+            .unwrap_or_else(|e| panic!("{} cannot open the results bucket: {e}", other.user));
+        let open = tokio::time::timeout(Duration::from_secs(1), js.get_key_value(&bucket)).await;
+        assert!(
+            !matches!(open, Ok(Ok(_))),
+            "{} opened the vault",
+            other.user
+        );
+        let error = violation(&mut errors).await;
+        assert!(
+            error.contains("Permissions Violation") && error.contains(&stream),
+            "{}: {error}",
+            other.user
+        );
+        for (subject, payload) in &attempts {
+            let inbox = client.new_inbox();
+            client
+                .publish_with_reply(subject.clone(), inbox, payload.clone().into())
+                .await
+                .unwrap();
+            client.flush().await.unwrap();
+            let error = violation(&mut errors).await;
+            assert!(
+                error.contains("Permissions Violation") && error.contains(subject.as_str()),
+                "{} {subject}: {error}",
+                other.user
+            );
+        }
+    }
+
+    // Nor can anyone overhear the answers to the service's own reads: they come back on its
+    // private inbox, outside the `_INBOX.>` everyone may subscribe to, and that inbox is its own.
+    let (spy, mut spy_errors) = connect_as(&nats, &user("mcplane-enrichment")).await;
+    let mut overheard = spy.subscribe("_INBOX.>").await.unwrap();
+    let _private = spy.subscribe(format!("{inbox}.>")).await.unwrap();
+    spy.flush().await.unwrap();
+    let error = violation(&mut spy_errors).await;
+    assert!(
+        error.contains("Permissions Violation") && error.contains(&inbox),
+        "{error}"
+    );
+    // The entry is as the redaction service left it, and nobody consumes the vault.
+    let entry = vault.get(key).await.unwrap().unwrap();
+    let leak = tokio::time::timeout(Duration::from_millis(500), overheard.next()).await;
+    assert!(leak.is_err(), "a vault read was overheard: {leak:?}");
+    assert!(std::str::from_utf8(&entry)
+        .unwrap()
+        .contains("jane.doe@example.com"));
+    let info = redaction
+        .jetstream()
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.state.consumer_count, 0);
+    assert_eq!(info.state.messages, 1);
 }

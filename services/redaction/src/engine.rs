@@ -1,10 +1,12 @@
 //! The detection engine: finds every enabled entity in a text, fast enough for the hot path.
 //!
 //! Everything is compiled once, at start. One Aho-Corasick pass (ASCII case-insensitive, a DFA)
-//! over every rule's keywords, every context word and every directory name says which keyword
-//! rules can match at all and where the context words are; one byte pass measures the number
-//! shapes (longest digit run, dotted quads, colons) that gate the numeric rules. Only the rules
-//! so selected run their regex — for most texts, none or one or two. Candidates are confirmed
+//! over every rule's keywords, the context words of the rules that need a boost and every
+//! directory name says which keyword rules can match at all and where the context words are;
+//! one byte pass measures the number shapes (longest digit run, dotted quads, colons) that gate
+//! the numeric rules. Only the rules so selected run their regex — for most texts, none or one
+//! or two — and a token with a fixed prefix (`ghp_`, `AKIA`, `password`) is only tried,
+//! anchored, where its prefix was found rather than searched for. Candidates are confirmed
 //! (checksums, ranges, surroundings), scored (base score, plus a boost when a context word is
 //! near, as Presidio does), filtered by the allow-list, and overlaps resolved.
 //!
@@ -43,6 +45,10 @@ pub type Counts = BTreeMap<&'static str, u32>;
 /// How far before (and after) a candidate a context word counts, in bytes.
 const CONTEXT_BEFORE: usize = 48;
 const CONTEXT_AFTER: usize = 24;
+/// The longest match of a keyword rule that needs a context word to pass (an AWS secret key,
+/// 40 bytes; a date of birth or an SSN, under 25): how far past the context distances the
+/// windows of [`Engine::scan_near_context`] reach.
+const CONTEXT_MATCH_MAX: usize = 64;
 /// The lazy DFA's cache per regex: the default (2 MiB) thrashes on the wider patterns.
 const DFA_CACHE: usize = 16 << 20;
 
@@ -51,6 +57,13 @@ const DFA_CACHE: usize = 16 << 20;
 struct Rule {
     kind: EntityType,
     re: Regex,
+    /// For a [`Trigger::Prefixes`] rule, the regex anchored at the start of its haystack, tried
+    /// only where a prefix keyword was found: no scan of the text, no reverse search for the
+    /// start of a match.
+    anchored: Option<Regex>,
+    /// A keyword rule that cannot pass without a context word's boost (dates of birth, bare
+    /// SSNs, AWS secret keys): its regex runs only within reach of its context words.
+    near_context_only: bool,
     trigger: Option<Trigger>,
     confirm: Confirm,
     base: f32,
@@ -61,6 +74,8 @@ struct Rule {
 struct Keyword {
     /// Rules this keyword switches on.
     triggers: u128,
+    /// Rules whose matches begin where this keyword does.
+    anchors: u128,
     /// Rules this keyword is a context word for.
     context_of: u128,
     /// A directory name: the exact spelling to confirm (the automaton ignores case).
@@ -172,6 +187,10 @@ impl Engine {
             .filter(|r| spec.kinds.contains(&r.kind))
         {
             let bit = 1u128 << rules.len().min(127);
+            let mut anchored = None;
+            let near_context_only = matches!(r.trigger, Trigger::Keywords(_))
+                && r.base + 1e-4 < spec.threshold
+                && !r.context.is_empty();
             let trigger = match r.trigger {
                 Trigger::Keywords(ks) => {
                     for k in ks {
@@ -181,15 +200,32 @@ impl Engine {
                     keyword_gated |= bit;
                     None
                 }
+                Trigger::Prefixes(ks) => {
+                    for k in ks {
+                        let i = role(k, &mut words, &mut roles);
+                        roles[i].triggers |= bit;
+                        roles[i].anchors |= bit;
+                    }
+                    keyword_gated |= bit;
+                    let pattern = format!(r"\A(?:{})", r.pattern);
+                    anchored = Some(compile(r.kind.as_str(), &pattern)?);
+                    Some(r.trigger)
+                }
                 other => Some(other),
             };
-            for c in r.context {
-                let i = role(c, &mut words, &mut roles);
-                roles[i].context_of |= bit;
+            // A context word only matters to a rule that needs its boost to pass; the others'
+            // words would only slow the keyword pass down.
+            if r.base + 1e-4 < spec.threshold {
+                for c in r.context {
+                    let i = role(c, &mut words, &mut roles);
+                    roles[i].context_of |= bit;
+                }
             }
             rules.push(Rule {
                 kind: r.kind,
                 re: compile(r.kind.as_str(), r.pattern)?,
+                anchored,
+                near_context_only,
                 trigger,
                 confirm: r.confirm,
                 base: r.base,
@@ -207,6 +243,8 @@ impl Engine {
             rules.push(Rule {
                 kind: EntityType::Custom(intern(&p.name)),
                 re: compile(&p.name, &p.regex)?,
+                anchored: None,
+                near_context_only: false,
                 trigger: None,
                 confirm: confirm_standalone,
                 base: 1.0,
@@ -265,14 +303,19 @@ impl Engine {
         let mut active = 0u128;
         // Context word hits: (start, end, rules they speak for). Empty, unallocated, for most.
         let mut context: Vec<(usize, usize, u128)> = Vec::new();
-        // Non-overlapping (earliest match first), which the DFA runs fastest; keywords that
-        // share a rule switch it on alike, so an overlap hidden this way changes nothing.
+        // Where a prefix keyword starts: (start, rules anchored there).
+        let mut anchors: Vec<(usize, u128)> = Vec::new();
+        // Overlapping, so that no prefix keyword is hidden inside another keyword's match
+        // (`aws_secret` holds `secret`).
         if let Some(ac) = &self.keywords {
-            for m in ac.find_iter(text) {
+            for m in ac.find_overlapping_iter(text) {
                 let role = &self.roles[m.pattern().as_usize()];
                 active |= role.triggers;
                 if role.context_of != 0 {
                     context.push((m.start(), m.end(), role.context_of));
+                }
+                if role.anchors != 0 {
+                    anchors.push((m.start(), role.anchors));
                 }
                 if let Some(name) = &role.person {
                     let (s, e) = (m.start(), m.end());
@@ -292,10 +335,20 @@ impl Engine {
                 }
             }
         }
+        // The keyword pass reports matches by their end; anchored scans and the windows around
+        // context words want them by start.
+        anchors.sort_unstable_by_key(|&(start, _)| start);
+        context.sort_unstable_by_key(|&(start, _, _)| start);
         let shapes = shapes(text);
         for (i, rule) in self.rules.iter().enumerate() {
             let bit = 1u128 << i.min(127);
             let on = match rule.trigger {
+                None if rule.near_context_only => {
+                    if active & bit != 0 {
+                        self.scan_near_context(i, rule, text, &context, &mut found);
+                    }
+                    false
+                }
                 None => active & bit != 0 || self.keyword_gated & bit == 0,
                 Some(Trigger::Digits(n)) => {
                     // Only around the digit runs long enough for this rule, windows merged.
@@ -324,6 +377,12 @@ impl Engine {
                 Some(Trigger::NumberThenCapital) => shapes.number_then_capital,
                 Some(Trigger::Ipv6Colons) => shapes.double_colon || shapes.hex_colons >= 5,
                 Some(Trigger::MacSeparators) => shapes.hex_colons >= 5 || shapes.hex_dashes >= 5,
+                Some(Trigger::Prefixes(_)) => {
+                    if active & bit != 0 {
+                        self.scan_anchored(i, rule, text, &anchors, &context, &mut found);
+                    }
+                    false
+                }
                 Some(Trigger::Keywords(_)) => active & bit != 0,
             };
             if on {
@@ -335,6 +394,105 @@ impl Engine {
         }
         resolve_overlaps(&mut found);
         found.into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// Tries a [`Trigger::Prefixes`] rule's anchored regex at each place one of its keywords
+    /// starts (`anchors`, in text order); after a confirmed match, keywords inside it are
+    /// skipped, as a scan would.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_anchored(
+        &self,
+        i: usize,
+        rule: &Rule,
+        text: &str,
+        anchors: &[(usize, u128)],
+        context: &[(usize, usize, u128)],
+        out: &mut Vec<(Span, usize)>,
+    ) {
+        let Some(re) = &rule.anchored else {
+            return;
+        };
+        let bit = 1u128 << i.min(127);
+        let mut next = 0;
+        for &(at, rules) in anchors {
+            if rules & bit == 0 || at < next {
+                continue;
+            }
+            next = at + 1;
+            let Some(m) = re.find(&text[at..]) else {
+                continue;
+            };
+            if let Some((start, end)) = (rule.confirm)(text, at, at + m.end()) {
+                if start < end {
+                    self.keep(i, rule, text, start, end, context, out);
+                    next = next.max(end);
+                }
+            }
+        }
+    }
+
+    /// Runs a [`Rule::near_context_only`] rule's regex only in windows around its context words:
+    /// a candidate further away can never reach the threshold. The windows reach
+    /// [`CONTEXT_MATCH_MAX`] beyond the context distances, so every candidate that could be
+    /// boosted lies wholly inside one.
+    fn scan_near_context(
+        &self,
+        i: usize,
+        rule: &Rule,
+        text: &str,
+        context: &[(usize, usize, u128)],
+        out: &mut Vec<(Span, usize)>,
+    ) {
+        let bit = 1u128 << i.min(127);
+        let mut window: Option<(usize, usize)> = None;
+        for &(s, e, rules) in context {
+            if rules & bit == 0 {
+                continue;
+            }
+            let from = floor_boundary(text, s.saturating_sub(CONTEXT_AFTER + CONTEXT_MATCH_MAX));
+            let to = ceil_boundary(text, e + CONTEXT_BEFORE + CONTEXT_MATCH_MAX);
+            match window {
+                Some((f, t)) if from <= t => window = Some((f, t.max(to))),
+                Some((f, t)) => {
+                    self.scan(i, rule, text, f, t, context, out);
+                    window = Some((from, to));
+                }
+                None => window = Some((from, to)),
+            }
+        }
+        if let Some((f, t)) = window {
+            self.scan(i, rule, text, f, t, context, out);
+        }
+    }
+
+    /// Scores a confirmed candidate and keeps it when it reaches the threshold and is not
+    /// allow-listed.
+    #[allow(clippy::too_many_arguments)]
+    fn keep(
+        &self,
+        i: usize,
+        rule: &Rule,
+        text: &str,
+        start: usize,
+        end: usize,
+        context: &[(usize, usize, u128)],
+        out: &mut Vec<(Span, usize)>,
+    ) {
+        let bit = 1u128 << i.min(127);
+        let mut score = rule.base;
+        if score < self.threshold && near_context(text, context, bit, start, end) {
+            score += CONTEXT_BOOST;
+        }
+        if score + 1e-4 >= self.threshold && !self.allow.contains(&text[start..end]) {
+            out.push((
+                Span {
+                    start,
+                    end,
+                    kind: rule.kind,
+                },
+                i + 1,
+            ));
+        }
     }
 
     /// Runs one rule's regex over `text[from..to]` (confirming against the whole text). A
@@ -351,7 +509,6 @@ impl Engine {
         context: &[(usize, usize, u128)],
         out: &mut Vec<(Span, usize)>,
     ) {
-        let bit = 1u128 << i.min(127);
         let haystack = &text[..to];
         let mut pos = from;
         while pos <= to {
@@ -360,20 +517,7 @@ impl Engine {
             };
             pos = match (rule.confirm)(text, m.start(), m.end()) {
                 Some((start, end)) if start < end => {
-                    let mut score = rule.base;
-                    if score < self.threshold && near_context(text, context, bit, start, end) {
-                        score += CONTEXT_BOOST;
-                    }
-                    if score + 1e-4 >= self.threshold && !self.allow.contains(&text[start..end]) {
-                        out.push((
-                            Span {
-                                start,
-                                end,
-                                kind: rule.kind,
-                            },
-                            i + 1,
-                        ));
-                    }
+                    self.keep(i, rule, text, start, end, context, out);
                     end.max(m.start() + 1)
                 }
                 _ => m.start() + 1,
@@ -834,6 +978,29 @@ mod tests {
         );
         // The dictionary is matched with its capitalisation, as a whole word.
         assert!(r.find("priya raman, Priya Ramanathan").is_empty());
+    }
+
+    #[test]
+    fn weak_candidates_are_searched_only_within_reach_of_a_context_word() {
+        let r = all();
+        let filler = "the nightly batch finished without errors and the queue drained. ".repeat(4);
+        let found = |text: &str| {
+            r.find(text)
+                .iter()
+                .map(|s| format!("{}={}", s.kind, &text[s.start..s.end]))
+                .collect::<Vec<_>>()
+        };
+        // The word after the date, the word before it, far into a longer text.
+        let text = format!("{filler}1985-03-12 is her date of birth. {filler}");
+        assert_eq!(found(&text), vec!["DOB=1985-03-12"]);
+        let text = format!("{filler}SSN on file: 536228431 {filler}");
+        assert_eq!(found(&text), vec!["SSN=536228431"]);
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let text = format!("{filler}aws_secret_access_key = {secret} {filler}");
+        assert_eq!(found(&text), vec![format!("AWS_SECRET_KEY={secret}")]);
+        // Out of reach: the same values with the word a paragraph away.
+        let text = format!("date of birth: see below. {filler}1985-03-12 536228431");
+        assert!(found(&text).is_empty(), "{:?}", found(&text));
     }
 
     #[test]

@@ -37,7 +37,16 @@ pub async fn run(
     config: ServiceConfig<Config>,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
-    let bus = mcplane_shared::bus::connect(&config.common.bus, "mcplane-redaction").await?;
+    // A private reply inbox: the vault's KV reads come back there, out of reach of the other
+    // users' `_INBOX.>` subscriptions.
+    let inbox = mcplane_shared::Subjects::new(config.common.bus.prefix.clone())
+        .private_inbox(Service::Redaction);
+    let bus = mcplane_shared::bus::connect_with_inbox(
+        &config.common.bus,
+        "mcplane-redaction",
+        Some(&inbox),
+    )
+    .await?;
     let vault = Vault::open(&bus).await?;
     let mut stage = RedactStage::new(config.service.clone(), Some(vault))
         .map_err(|e| ConfigError::new(format!("{}.patterns", Service::Redaction), e.to_string()))?;

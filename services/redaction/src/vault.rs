@@ -43,10 +43,10 @@ fn key(tenant: &str, id: Uuid) -> String {
 }
 
 impl Vault {
-    /// The vault bucket (created with the other buckets when the bus connects).
+    /// The vault bucket, created on first use (only this service may touch it).
     pub async fn open(bus: &Bus) -> Result<Vault, ServiceError> {
         Ok(Vault {
-            kv: bus.bucket(&bus.subjects.redaction_vault_bucket()).await?,
+            kv: bus.ensure_vault_bucket().await?,
         })
     }
 

@@ -11,6 +11,16 @@ use crate::error::ServiceError;
 /// Connects to NATS, retrying with exponential backoff for up to `connect_timeout_ms`, checks
 /// that the server is 2.10 or newer, and makes sure mcplane's streams and buckets exist.
 pub async fn connect(config: &BusConfig, name: &str) -> Result<Bus, ServiceError> {
+    connect_with_inbox(config, name, None).await
+}
+
+/// [`connect`], with replies to this connection's requests delivered under `inbox_prefix`
+/// instead of `_INBOX` (see [`crate::subjects::Subjects::private_inbox`]).
+pub async fn connect_with_inbox(
+    config: &BusConfig,
+    name: &str,
+    inbox_prefix: Option<&str>,
+) -> Result<Bus, ServiceError> {
     let deadline = Duration::from_millis(config.connect_timeout_ms.max(1));
     let (servers, userinfo) = split_userinfo(&config.url);
     // Logged and reported without the password.
@@ -30,6 +40,9 @@ pub async fn connect(config: &BusConfig, name: &str) -> Result<Bus, ServiceError
             (None, Some((token, None))) => async_nats::ConnectOptions::with_token(token.clone()),
             (None, None) => async_nats::ConnectOptions::new(),
         };
+        if let Some(prefix) = inbox_prefix {
+            opts = opts.custom_inbox_prefix(prefix);
+        }
         opts = opts
             .name(name)
             .connection_timeout(Duration::from_secs(2))

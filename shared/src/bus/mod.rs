@@ -17,7 +17,7 @@ mod streams;
 mod watched;
 
 pub use claims::{Claim, Claims};
-pub use connect::{connect, version_at_least};
+pub use connect::{connect, connect_with_inbox, version_at_least};
 pub use consume::{run_consumer, ConsumerSpec, Disposition};
 pub use discovery::announce;
 pub use publish::{audit_publication, Publication};

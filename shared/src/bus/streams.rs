@@ -36,15 +36,21 @@ impl Bus {
         .await?;
         self.ensure_bucket(&self.subjects.config_bucket(), Duration::ZERO, 64)
             .await?;
-        // Token originals outlive their request by far less than a day: an hour covers the
-        // slowest model call and its redeliveries, and bounds how long PII rests on disk.
+        Ok(())
+    }
+
+    /// The redaction token vault, created if missing. Not part of [`Bus::ensure`]: it holds
+    /// the originals of tokenised PII, so the generated NATS permissions deny every user but
+    /// the redaction service its JetStream API, and only the redaction service creates it.
+    /// Token originals outlive their request by far less than a day: an hour covers the
+    /// slowest model call and its redeliveries, and bounds how long PII rests on disk.
+    pub async fn ensure_vault_bucket(&self) -> Result<kv::Store, ServiceError> {
         self.ensure_bucket(
             &self.subjects.redaction_vault_bucket(),
             Duration::from_secs(3600),
             1,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     /// The API key bucket, created if missing. Not part of [`Bus::ensure`]: only the auth

@@ -89,10 +89,36 @@ fn confirm_v6(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     }
     if byte_before(text, s).is_some_and(|b| is_word(b) || b == b'.')
         || byte_at(text, e).is_some_and(|b| is_word(b) || b == b'-')
+        || group_before(text, s)
+        || (byte_at(text, e) == Some(b':')
+            && byte_at(text, e + 1).is_some_and(|b| b.is_ascii_hexdigit() || b == b':'))
     {
         return None;
     }
     Some((s, e))
+}
+
+/// Whether a colon right before `s` joins the candidate to a hex group or another colon, so
+/// that the candidate is the tail of a longer run that failed as a whole (`0::4::` is no
+/// address, but its suffix `4::` parses as one) rather than an address of its own. A colon
+/// after a label (`addr:2001:db8::1`, `src:fe80::1`) only separates.
+fn group_before(text: &str, s: usize) -> bool {
+    if byte_before(text, s) != Some(b':') {
+        return false;
+    }
+    let bytes = &text.as_bytes()[..s - 1];
+    let hex = bytes
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    match bytes.len().checked_sub(hex + 1).map(|i| bytes[i]) {
+        // `::` right before, or a group that starts the text.
+        _ if hex == 0 => bytes.last() == Some(&b':'),
+        // A group after a separator (`0:4::`), or the end of a label (`src:`).
+        Some(b) => hex <= 4 && !is_word(b),
+        None => hex <= 4,
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +160,24 @@ mod tests {
             vec!["2001:0db8:0000:0000:0000:ff00:0042:8329"]
         );
         assert_eq!(found(Ip, "addr:2001:db8::1: timeout"), vec!["2001:db8::1"]);
+    }
+
+    #[test]
+    fn a_fragment_of_a_failed_candidate_is_not_an_address() {
+        // Found by fuzzing: `0::4::` is no address, but its suffix `4::` parses as one, and the
+        // scan, resuming inside the rejected candidate, reported it.
+        for text in ["0::4::", "x 0::4:: y", "1::2:3:4:5:6:7:8:9", "fe80::1::2"] {
+            assert!(found(Ip, text).is_empty(), "{text}: {:?}", found(Ip, text));
+        }
+        let (masked, _) = crate::engine::mask_all(
+            &crate::engine::Engine::builtin(&crate::detectors::EntityType::ALL).unwrap(),
+            "0::4::",
+        );
+        assert_eq!(masked, "0::4::");
+        // A label or punctuation around an address still leaves it an address.
+        assert_eq!(found(Ip, "addr:fe80::1 ok"), vec!["fe80::1"]);
+        assert_eq!(found(Ip, "src:fe80::1 ok"), vec!["fe80::1"]);
+        assert_eq!(found(Ip, "[::1]:443"), vec!["::1"]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::{byte_at, byte_before, is_word, EntityType, RuleSpec, Trigger};
 pub const RULE: RuleSpec = RuleSpec {
     kind: EntityType::McplaneKey,
     pattern: r"mcp_[A-Za-z0-9]{36}",
-    trigger: Trigger::Keywords(&["mcp_"]),
+    trigger: Trigger::Prefixes(&["mcp_"]),
     confirm,
     base: 1.0,
     context: &[],

@@ -189,6 +189,9 @@ impl Span {
 pub enum Trigger {
     /// Any of these (ASCII case-insensitive) keywords, found by the one Aho-Corasick pass.
     Keywords(&'static [&'static str]),
+    /// Any of these keywords, and every match begins with one of them (a token's fixed
+    /// prefix): the regex is only tried anchored where one was found, not over the text.
+    Prefixes(&'static [&'static str]),
     /// A run of at least this many digits, joined by at most two separators (` -./()+`) at a
     /// time: the shape of every number-like entity.
     Digits(u32),

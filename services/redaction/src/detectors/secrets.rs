@@ -26,7 +26,7 @@ const fn prefixed(
     RuleSpec {
         kind,
         pattern,
-        trigger: Trigger::Keywords(keywords),
+        trigger: Trigger::Prefixes(keywords),
         confirm: standalone,
         base: 1.0,
         context: &[],
@@ -80,7 +80,7 @@ pub const RULES: [RuleSpec; 11] = [
             "xoxr-",
             "xoxe-",
             "xapp-",
-            "hooks.slack.com/services/",
+            "https://hooks.slack.com/services/",
         ],
     ),
     prefixed(
@@ -96,7 +96,7 @@ pub const RULES: [RuleSpec; 11] = [
             // A block cut off before its end line is still a key.
             r"|-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/=\s]*[A-Za-z0-9+/=]",
         ),
-        trigger: Trigger::Keywords(&["-----begin"]),
+        trigger: Trigger::Prefixes(&["-----begin"]),
         confirm: |_, s, e| Some((s, e)),
         base: 1.0,
         context: &[],
@@ -117,7 +117,7 @@ pub const RULES: [RuleSpec; 11] = [
     RuleSpec {
         kind: EntityType::BearerToken,
         pattern: r"(?i:bearer)[ \t]+[A-Za-z0-9\-._~+/]+=*",
-        trigger: Trigger::Keywords(&["bearer"]),
+        trigger: Trigger::Prefixes(&["bearer"]),
         confirm: confirm_bearer,
         base: 1.0,
         context: &[],
@@ -128,7 +128,8 @@ pub const RULES: [RuleSpec; 11] = [
             r"(?i:pass(?:word|wd|phrase)?|pwd|secret|api[_\-]?key|access[_\-]?key|private[_\-]?key|token)",
             r#"[A-Za-z_\-]{0,20}["']?[ \t]*[:=][ \t]*["']?[\x21\x23-\x26\x28-\x2B\x2D-\x3A\x3C-\x7E]{1,200}"#,
         ),
-        trigger: Trigger::Keywords(&[
+        // Every way the pattern can begin, so that it need only be tried where one is.
+        trigger: Trigger::Prefixes(&[
             "pass",
             "pwd",
             "secret",
@@ -139,6 +140,8 @@ pub const RULES: [RuleSpec; 11] = [
             "accesskey",
             "access-key",
             "private_key",
+            "privatekey",
+            "private-key",
             "token",
         ]),
         confirm: confirm_assignment,
