@@ -7,8 +7,9 @@
 //! sled 0.34 has no TTL, never shrinks its files after deletes, fsyncs only every 500 ms unless
 //! flushed, and lets one process lock a folder. So the ledger (1) expires by rotating whole
 //! folders (`gen-<unix secs>`), looking keys up in the current and the previous generation,
-//! (2) is flushed by the consume loop once per batch before the batch is acked, and (3) lives in
-//! its own folder per stage and partition so a partition can move between replicas.
+//! (2) is flushed by the consume loop once per batch before the batch is acked (an fsync, unless
+//! opened with [`Durability::Background`]), and (3) lives in its own folder per stage and
+//! partition so a partition can move between replicas.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -32,6 +33,28 @@ pub trait Ledger: Send + Sync {
     }
 }
 
+/// What [`Ledger::flush`] does, so what an acknowledged message's entry survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every flush (once per consumed batch, before its acks). For ledgers that are a
+    /// record the fleet relies on (the audit chain, notification receipts).
+    Synced,
+    /// No fsync on the hot path: sled writes its log in the background (every 500 ms) and on
+    /// close, so a crash may lose the entries of the last moments. For the request stages only,
+    /// where such a loss is exactly what happens when a redelivery lands on another replica
+    /// (whose ledger never saw the message), which the design already makes safe:
+    /// - a message is acked only after its outputs are stored by JetStream (publish acks
+    ///   awaited), so a lost entry of an acked message is never needed again;
+    /// - an unacked message is redone; its outputs carry the same `Nats-Msg-Id`s
+    ///   (`<id>:<stage>`, `<id>:<stage>:audit`), so JetStream drops the redo's hand-off and audit
+    ///   event inside its 120 s duplicate window (the first decision stands);
+    /// - the one side effect, the model call, is claimed fleet-wide in the claims bucket with its
+    ///   recorded invocation, so a redo reuses it instead of calling the provider again.
+    ///
+    /// The fsync bought nothing fleet-wide, and cost one 3-9 ms disk flush per batch per stage.
+    Background,
+}
+
 struct Generations {
     current: (i64, sled::Db),
     previous: Option<(i64, sled::Db)>,
@@ -42,6 +65,7 @@ struct Generations {
 pub struct SledLedger {
     dir: PathBuf,
     retention: Duration,
+    durability: Durability,
     gens: RwLock<Generations>,
 }
 
@@ -70,10 +94,17 @@ impl SledLedger {
         let ledger = SledLedger {
             dir,
             retention,
+            durability: Durability::Synced,
             gens: RwLock::new(Generations { current, previous }),
         };
         ledger.rotate_if_due()?;
         Ok(ledger)
+    }
+
+    /// Sets what [`Ledger::flush`] does (the default is [`Durability::Synced`]).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// Starts a new generation when the current one is older than the retention, dropping the
@@ -172,6 +203,9 @@ impl Ledger for SledLedger {
     }
 
     fn flush(&self) -> Result<(), ServiceError> {
+        if self.durability == Durability::Background {
+            return Ok(());
+        }
         let flushed = {
             let gens = self
                 .gens

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcplane_shared::config::ServiceConfig;
-use mcplane_shared::ledger::SledLedger;
+use mcplane_shared::ledger::{Durability, SledLedger};
 use mcplane_shared::policy::live::LivePolicy;
 use mcplane_shared::{Service, ServiceError};
 use tokio_util::sync::CancellationToken;
@@ -60,10 +60,14 @@ pub async fn run(
         .unwrap_or_else(|| config.common.data_dir.clone());
     let keys =
         Arc::new(KeyStore::open(&keys_root).map_err(|e| ServiceError::Storage(e.to_string()))?);
-    let ledger = Arc::new(SledLedger::open(
-        config.common.service_dir(Service::Auth).join("ledger"),
-        LEDGER_RETENTION,
-    )?);
+    let ledger = Arc::new(
+        SledLedger::open(
+            config.common.service_dir(Service::Auth).join("ledger"),
+            LEDGER_RETENTION,
+        )?
+        // No fsync per batch: outputs are deduplicated by Nats-Msg-Id (see `Durability`).
+        .with_durability(Durability::Background),
+    );
     let jwt = match config.service.jwt.clone() {
         Some(jwt) => Some(
             jwt::JwtVerifier::new(jwt)

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcplane_shared::config::ServiceConfig;
-use mcplane_shared::ledger::SledLedger;
+use mcplane_shared::ledger::{Durability, SledLedger};
 use mcplane_shared::pipeline::run_stage;
 use mcplane_shared::policy::live::LivePolicy;
 use mcplane_shared::{Service, ServiceError};
@@ -52,13 +52,17 @@ pub async fn run(
         shutdown.child_token(),
     )
     .await?;
-    let ledger = Arc::new(SledLedger::open(
-        config
-            .common
-            .service_dir(Service::Enrichment)
-            .join("ledger"),
-        LEDGER_RETENTION,
-    )?);
+    let ledger = Arc::new(
+        SledLedger::open(
+            config
+                .common
+                .service_dir(Service::Enrichment)
+                .join("ledger"),
+            LEDGER_RETENTION,
+        )?
+        // No fsync per batch: outputs are deduplicated by Nats-Msg-Id (see `Durability`).
+        .with_durability(Durability::Background),
+    );
     tracing::info!(
         services = cmdb.len(),
         cmdb_file = ?config.service.cmdb_file,

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use mcplane_shared::bus::{Bus, Claims};
 use mcplane_shared::config::ServiceConfig;
-use mcplane_shared::ledger::SledLedger;
+use mcplane_shared::ledger::{Durability, SledLedger};
 use mcplane_shared::pipeline::run_stage;
 use mcplane_shared::{Service, ServiceError};
 use tokio_util::sync::CancellationToken;
@@ -85,10 +85,14 @@ pub async fn run(
         shutdown.child_token(),
     )
     .await?;
-    let ledger = Arc::new(SledLedger::open(
-        config.common.service_dir(Service::Model).join("ledger"),
-        LEDGER_RETENTION,
-    )?);
+    let ledger = Arc::new(
+        SledLedger::open(
+            config.common.service_dir(Service::Model).join("ledger"),
+            LEDGER_RETENTION,
+        )?
+        // No fsync per batch: outputs are deduplicated by Nats-Msg-Id (see `Durability`).
+        .with_durability(Durability::Background),
+    );
     let policy = LivePolicy::new(config.common.policy_engine()?);
     let stage = stage(&bus, &config.service, policy.clone()).await?;
     tracing::info!(

@@ -16,7 +16,7 @@ pub mod vault;
 use std::time::Duration;
 
 use mcplane_shared::config::{ConfigError, ServiceConfig};
-use mcplane_shared::ledger::SledLedger;
+use mcplane_shared::ledger::{Durability, SledLedger};
 use mcplane_shared::pipeline::run_stage;
 use mcplane_shared::{Service, ServiceError};
 use tokio_util::sync::CancellationToken;
@@ -73,10 +73,14 @@ pub async fn run(
         shutdown.child_token(),
     )
     .await?;
-    let ledger = std::sync::Arc::new(SledLedger::open(
-        config.common.service_dir(Service::Redaction).join("ledger"),
-        LEDGER_RETENTION,
-    )?);
+    let ledger = std::sync::Arc::new(
+        SledLedger::open(
+            config.common.service_dir(Service::Redaction).join("ledger"),
+            LEDGER_RETENTION,
+        )?
+        // No fsync per batch: outputs are deduplicated by Nats-Msg-Id (see `Durability`).
+        .with_durability(Durability::Background),
+    );
     tracing::info!(
         types = ?stage.redactor.types().map(|t| t.as_str()).collect::<Vec<_>>(),
         "redaction service starting"

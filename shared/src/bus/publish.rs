@@ -26,9 +26,13 @@ pub struct Publication {
     /// Publish on core NATS (a client's reply inbox) instead of through JetStream.
     #[serde(default)]
     pub core: bool,
-    /// Must be stored before the other publications of the same batch are sent. Audit events
-    /// are: the next stage must never act (and audit) before this stage's record exists, so a
-    /// tenant's chain lists a request's stages in the order they happened.
+    /// Sent before the other publications of the same batch. Audit events are, so a tenant's
+    /// chain lists a request's stages in the order they happened: the server reads one
+    /// connection's messages in order and queues each stream's in order, so this stage's audit
+    /// event is queued on the audit stream before the hand-off exists, hence before the next
+    /// stage can audit. The acks of the whole batch are awaited together (the hand-off does not
+    /// wait for the audit ack); a failed audit publish still fails the batch, so the input is
+    /// not acked and is redone (the hand-off then deduplicated by its `Nats-Msg-Id`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub first: bool,
 }
@@ -100,28 +104,45 @@ pub fn audit_publication<B: BodyKind>(
 
 impl Bus {
     /// Publishes every publication, JetStream ones with their acks awaited together; those
-    /// marked [`Publication::first`] go out (and are acknowledged) before the others.
+    /// marked [`Publication::first`] are sent before the others.
     pub async fn publish_all(&self, publications: &[Publication]) -> Result<(), ServiceError> {
-        if publications.iter().any(|p| p.first) {
-            self.publish_batch(publications.iter().filter(|p| p.first))
-                .await?;
-            return self
-                .publish_batch(publications.iter().filter(|p| !p.first))
-                .await;
-        }
-        self.publish_batch(publications.iter()).await
+        let firsts = publications.iter().filter(|p| p.first);
+        let others = publications.iter().filter(|p| !p.first);
+        self.publish_batch(firsts.chain(others).map(|p| Outgoing {
+            subject: p.subject.clone(),
+            headers: p.headers(),
+            payload: bytes::Bytes::from(p.payload.clone()),
+            core: p.core,
+        }))
+        .await
     }
 
-    async fn publish_batch<'a>(
+    /// [`Bus::publish_all`] for publications the caller no longer needs: their payloads move
+    /// into the messages instead of being copied.
+    pub async fn publish_all_owned(
         &self,
-        publications: impl Iterator<Item = &'a Publication>,
+        mut publications: Vec<Publication>,
+    ) -> Result<(), ServiceError> {
+        // Stable: the order within the firsts and within the others is kept.
+        publications.sort_by_key(|p| !p.first);
+        self.publish_batch(publications.into_iter().map(|p| Outgoing {
+            headers: p.headers(),
+            subject: p.subject,
+            payload: bytes::Bytes::from(p.payload),
+            core: p.core,
+        }))
+        .await
+    }
+
+    async fn publish_batch(
+        &self,
+        publications: impl Iterator<Item = Outgoing>,
     ) -> Result<(), ServiceError> {
         let mut acks = Vec::new();
         for p in publications {
-            let payload = bytes::Bytes::from(p.payload.clone());
             if p.core {
                 self.client
-                    .publish_with_headers(p.subject.clone(), p.headers(), payload)
+                    .publish_with_headers(p.subject.clone(), p.headers, p.payload)
                     .await
                     .map_err(|e| ServiceError::bus(format!("publish {}: {e}", p.subject)))?;
             } else {
@@ -130,12 +151,12 @@ impl Bus {
                     .send_publish(
                         p.subject.clone(),
                         PublishMessage::build()
-                            .payload(payload)
-                            .headers(p.headers()),
+                            .payload(p.payload)
+                            .headers(p.headers),
                     )
                     .await
                     .map_err(|e| ServiceError::bus(format!("publish {}: {e}", p.subject)))?;
-                acks.push((p.subject.as_str(), ack));
+                acks.push((p.subject, ack));
             }
         }
         for (subject, ack) in acks {
@@ -155,4 +176,12 @@ impl Bus {
         self.publish_all(&[Publication::envelope(subject, env, stage)?])
             .await
     }
+}
+
+/// One message on its way out.
+struct Outgoing {
+    subject: String,
+    headers: HeaderMap,
+    payload: bytes::Bytes,
+    core: bool,
 }

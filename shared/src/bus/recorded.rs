@@ -4,11 +4,12 @@
 //! Recording first is what makes a redelivery safe: if the publish fails or the process dies
 //! before the ack, the next delivery republishes the very same bytes with the same
 //! `Nats-Msg-Id`s (which JetStream then drops as duplicates) instead of deciding again. The
-//! consume loop flushes the ledger once per batch before acking, as in the shared pipeline.
+//! entry is the publications' raw bytes ([`super::outputs`]), not JSON around JSON text.
 
 use std::future::Future;
 use std::time::Duration;
 
+use super::outputs::{decode_outputs, encode_outputs};
 use super::{Bus, Disposition, Publication};
 use crate::ledger::Ledger;
 
@@ -29,8 +30,8 @@ where
         Ok(Some(stored)) => {
             metrics::counter!("mcplane_ledger_hits_total", "stage" => stage).increment(1);
             tracing::info!("already done; republishing the recorded outputs");
-            return match serde_json::from_slice::<Vec<Publication>>(&stored) {
-                Ok(pubs) => publish(bus, &pubs).await,
+            return match decode_outputs(&stored) {
+                Ok(pubs) => publish(bus, pubs).await,
                 Err(e) => Disposition::Term(format!("corrupt ledger entry {key}: {e}")),
             };
         }
@@ -44,19 +45,15 @@ where
         Ok(pubs) => pubs,
         Err(disposition) => return disposition,
     };
-    let encoded = match serde_json::to_vec(&pubs) {
-        Ok(v) => v,
-        Err(e) => return Disposition::Term(format!("cannot encode ledger entry: {e}")),
-    };
-    if let Err(e) = ledger.put(key, &encoded) {
+    if let Err(e) = ledger.put(key, &encode_outputs(&pubs)) {
         tracing::error!(error = %e, "ledger write failed");
         return Disposition::Nak(Duration::from_secs(1));
     }
-    publish(bus, &pubs).await
+    publish(bus, pubs).await
 }
 
-async fn publish(bus: &Bus, pubs: &[Publication]) -> Disposition {
-    match bus.publish_all(pubs).await {
+async fn publish(bus: &Bus, pubs: Vec<Publication>) -> Disposition {
+    match bus.publish_all_owned(pubs).await {
         Ok(()) => Disposition::Ack,
         Err(e) => {
             tracing::warn!(error = %e, "publish failed; will retry");
