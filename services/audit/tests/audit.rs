@@ -50,11 +50,16 @@ async fn wait_idle(bus: &Bus, replaced: Option<time::OffsetDateTime>) -> time::O
         .unwrap();
     let started = Instant::now();
     loop {
-        if let Ok(mut c) = stream
+        // A restarted service that lost its disk replaces the durable, so the one just found
+        // may be gone by the time it is asked for its info: look again.
+        let found = stream
             .get_consumer::<async_nats::jetstream::consumer::pull::Config>("audit")
-            .await
-        {
-            let info = c.info().await.unwrap();
+            .await;
+        if let Ok(mut c) = found {
+            let Ok(info) = c.info().await.cloned() else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
             let fresh = replaced.is_none_or(|old| info.created != old);
             if fresh
                 && info.num_pending == 0
