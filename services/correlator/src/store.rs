@@ -47,7 +47,7 @@ pub struct LedgerEntry {
 pub struct Step<'a> {
     pub incidents: Vec<&'a Incident>,
     pub evicted: Vec<String>,
-    pub ledger: Option<(&'a str, &'a LedgerEntry)>,
+    pub ledger: Vec<(&'a str, &'a LedgerEntry)>,
     pub outbox: Vec<&'a Publication>,
 }
 
@@ -153,7 +153,7 @@ impl PartitionStore {
         for id in step.evicted {
             batch.remove(format!("{INCIDENT}{id}").as_bytes());
         }
-        if let Some((key, entry)) = step.ledger {
+        for (key, entry) in step.ledger {
             batch.insert(format!("{LEDGER}{key}").as_bytes(), encode(entry)?);
         }
         for p in step.outbox {
@@ -271,7 +271,7 @@ mod tests {
             store
                 .apply(Step {
                     incidents: vec![&inc],
-                    ledger: Some(("m1", &entry)),
+                    ledger: vec![("m1", &entry)],
                     outbox: vec![&publication],
                     ..Default::default()
                 })

@@ -18,7 +18,7 @@ mod watched;
 
 pub use claims::{Claim, Claims};
 pub use connect::{connect, version_at_least};
-pub use consume::{run_consumer, ConsumerSpec, Disposition};
+pub use consume::{run_batch_consumer, run_consumer, ConsumerSpec, Disposition};
 pub use discovery::announce;
 pub use publish::{audit_publication, Publication};
 pub use recorded::publish_once;
