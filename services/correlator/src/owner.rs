@@ -231,10 +231,10 @@ impl PartitionOwner {
     /// flush puts the book back to what sled holds and lets every alert of the batch come again.
     async fn handle_alerts(&self, alerts: &[BatchAlert]) -> Result<(), Retry> {
         let now = self.clock.now();
-        let publications = {
+        let events = {
             let mut book = self.lock();
             match self.apply_alerts(&mut book, alerts, now) {
-                Ok(publications) => publications,
+                Ok(events) => events,
                 Err(e) => {
                     tracing::error!(partition = self.partition, alerts = alerts.len(), error = %e, "cannot record alerts; will retry");
                     self.reload(&mut book);
@@ -242,13 +242,18 @@ impl PartitionOwner {
                 }
             }
         };
-        self.publish(&publications).await
+        self.publish(&events).await?;
+        if let Err(e) = self.store.events_sent(&events) {
+            // Only tidiness is lost: a kept event is republished (and deduplicated) at worst.
+            tracing::warn!(partition = self.partition, error = %e, "cannot forget sent events");
+        }
+        Ok(())
     }
 
-    /// Routes each alert of a batch to its incident, then writes every touched incident once and
-    /// every alert's ledger entry in one sled batch. Returns the publications to send: the events
-    /// the alerts decided (one per material change, in order) and the recorded outputs of alerts
-    /// already handled.
+    /// Routes each alert of a batch to its incident, then writes every touched incident once,
+    /// every alert's ledger entry and the events they decided in one sled batch. Returns the
+    /// publications to send: those events (one per material change, in order) and the recorded
+    /// outputs of alerts already handled.
     fn apply_alerts(
         &self,
         book: &mut IncidentBook,
@@ -256,6 +261,7 @@ impl PartitionOwner {
         now: DateTime<Utc>,
     ) -> Result<Vec<Publication>, ServiceError> {
         let mut republish = Vec::new();
+        let mut events = Vec::new();
         let mut entries: Vec<(&str, LedgerEntry)> = Vec::with_capacity(alerts.len());
         let mut touched = HashSet::new();
         let mut seen_keys = HashSet::with_capacity(alerts.len());
@@ -269,14 +275,21 @@ impl PartitionOwner {
             if let Some(entry) = self.store.ledger_entry(key)? {
                 tracing::debug!(key, "already handled; republishing the recorded outputs");
                 republish.extend(entry.publications);
+                republish.extend(self.store.events(&entry.events)?);
                 continue;
             }
             let outcome = book.apply(env.id, &env.body, &self.policy, now);
             outcomes[outcome_index(&outcome)] += 1;
-            let entry = self.alert_step(book, env, &outcome, now)?;
+            let event = self.alert_event(book, env, &outcome)?;
             if let Some(id) = outcome.incident() {
                 touched.insert(id.to_string());
             }
+            let entry = LedgerEntry {
+                at: now,
+                events: event.iter().filter_map(|p| p.msg_id.clone()).collect(),
+                ..Default::default()
+            };
+            events.extend(event);
             entries.push((key.as_str(), entry));
         }
         // Each touched incident written once, as it stands after the batch.
@@ -284,6 +297,7 @@ impl PartitionOwner {
         self.store.apply(Step {
             incidents,
             ledger: entries.iter().map(|(k, e)| (*k, e)).collect(),
+            events: events.iter().collect(),
             ..Default::default()
         })?;
         for (n, label) in outcomes.into_iter().zip(OUTCOMES) {
@@ -292,18 +306,17 @@ impl PartitionOwner {
                     .increment(n);
             }
         }
-        republish.extend(entries.into_iter().flat_map(|(_, e)| e.publications));
-        Ok(republish)
+        events.extend(republish);
+        Ok(events)
     }
 
-    /// The ledger entry (with the incident event to publish, if any) for one applied alert.
-    fn alert_step(
+    /// The incident event one applied alert decided, if any.
+    fn alert_event(
         &self,
         book: &IncidentBook,
         env: &Envelope<CanonicalAlert>,
         outcome: &Outcome,
-        now: DateTime<Utc>,
-    ) -> Result<LedgerEntry, ServiceError> {
+    ) -> Result<Option<Publication>, ServiceError> {
         let kind = match outcome {
             Outcome::Opened(_) => Some(IncidentEventKind::Opened),
             Outcome::Updated(_) => Some(IncidentEventKind::Updated),
@@ -311,7 +324,6 @@ impl PartitionOwner {
             Outcome::Counted(_) | Outcome::Ignored => None,
         };
         let incident = outcome.incident().and_then(|id| book.get(id));
-        let mut publications = Vec::new();
         if let (Some(kind), Some(incident)) = (kind, incident) {
             tracing::info!(
                 incident_id = %incident.id,
@@ -321,18 +333,18 @@ impl PartitionOwner {
                 event = kind.as_str(),
                 "incident {}", kind.as_str()
             );
-            publications.push(self.event_publication(env.derive(incident.event(kind)))?);
-        } else if matches!(outcome, Outcome::Ignored) {
+            return self
+                .event_publication(env.derive(incident.event(kind)))
+                .map(Some);
+        }
+        if matches!(outcome, Outcome::Ignored) {
             tracing::info!(
                 fingerprint = %env.body.fingerprint,
                 service = %env.body.service,
                 "resolved alert matches no open incident; ignored"
             );
         }
-        Ok(LedgerEntry {
-            at: now,
-            publications,
-        })
+        Ok(None)
     }
 
     async fn handle_reply(&self, env: Envelope<Exchange>, key: &str) -> Result<(), Retry> {
@@ -371,6 +383,7 @@ impl PartitionOwner {
                     let entry = LedgerEntry {
                         at: now,
                         publications: vec![publication],
+                        ..Default::default()
                     };
                     self.store.apply(Step {
                         incidents: vec![incident],
