@@ -9,12 +9,13 @@
 //! re-sent with the same `Nats-Msg-Id`). The book sits behind a plain mutex never held across
 //! an `.await`; the consumer and the timer each take it for one short, synchronous step.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use mcplane_shared::bus::{run_consumer, Bus, ConsumerSpec, Disposition, Publication};
+use mcplane_shared::bus::{run_batch_consumer, Bus, ConsumerSpec, Disposition, Publication};
 use mcplane_shared::ledger::Ledger;
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
@@ -53,6 +54,29 @@ pub struct PartitionOwner {
 
 /// A message that could not be handled now; the consume loop naks it.
 struct Retry;
+
+/// An alert of a pulled batch: its index in the batch, its ledger key, the alert.
+type BatchAlert = (usize, String, Envelope<CanonicalAlert>);
+
+/// The outcome labels of `mcplane_correlator_alerts_total`, by [`outcome_index`].
+const OUTCOMES: [&str; 5] = ["opened", "updated", "resolved", "counted", "ignored"];
+
+fn outcome_index(outcome: &Outcome) -> usize {
+    match outcome {
+        Outcome::Opened(_) => 0,
+        Outcome::Updated(_) => 1,
+        Outcome::Resolved(_) => 2,
+        Outcome::Counted(_) => 3,
+        Outcome::Ignored => 4,
+    }
+}
+
+fn retry_later(outcome: Result<(), Retry>) -> Disposition {
+    match outcome {
+        Ok(()) => Disposition::Ack,
+        Err(Retry) => Disposition::Nak(Duration::from_secs(1)),
+    }
+}
 
 impl PartitionOwner {
     /// Opens the partition's folder and loads its live incidents.
@@ -94,8 +118,8 @@ impl PartitionOwner {
         };
         let ledger: Arc<dyn Ledger> = self.store.clone();
         let consuming = async {
-            let result = run_consumer(&self.bus, spec, Some(ledger), stop.clone(), |msg| {
-                self.handle(msg)
+            let result = run_batch_consumer(&self.bus, spec, Some(ledger), stop.clone(), |batch| {
+                self.handle_batch(batch)
             })
             .await;
             stop.cancel();
@@ -121,36 +145,48 @@ impl PartitionOwner {
         }
     }
 
-    async fn handle(&self, msg: jetstream::Message) -> Disposition {
-        let msg_id = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.as_str().to_string());
+    /// One pulled batch: summary replies one by one (a few per incident), then every alert of
+    /// the batch as one step (one lock, one sled batch, one flush, publications in flight
+    /// together).
+    async fn handle_batch(&self, batch: Vec<jetstream::Message>) -> Vec<Disposition> {
+        let mut dispositions = vec![Disposition::Ack; batch.len()];
         let reply_prefix = self.bus.subjects.incident_summary_reply(self.partition, "");
-        let outcome = if msg.subject.as_str().starts_with(reply_prefix.as_str()) {
-            match Envelope::<Exchange>::from_slice(&msg.payload) {
-                Ok(env) => {
-                    let key = format!("reply:{}", msg_id.unwrap_or_else(|| env.id.to_string()));
-                    let span = self.span(&env);
-                    self.handle_reply(env, &key).instrument(span).await
+        let mut alerts = Vec::with_capacity(batch.len());
+        for (i, msg) in batch.iter().enumerate() {
+            let msg_id = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_string());
+            if msg.subject.as_str().starts_with(reply_prefix.as_str()) {
+                dispositions[i] = match Envelope::<Exchange>::from_slice(&msg.payload) {
+                    Ok(env) => {
+                        let key = format!("reply:{}", msg_id.unwrap_or_else(|| env.id.to_string()));
+                        let span = self.span(&env);
+                        retry_later(self.handle_reply(env, &key).instrument(span).await)
+                    }
+                    Err(code) => Disposition::Term(format!("{code}: not an exchange envelope")),
+                };
+            } else {
+                match Envelope::<CanonicalAlert>::from_slice(&msg.payload) {
+                    Ok(env) => {
+                        let key = format!("alert:{}", msg_id.unwrap_or_else(|| env.id.to_string()));
+                        alerts.push((i, key, env));
+                    }
+                    Err(code) => {
+                        dispositions[i] =
+                            Disposition::Term(format!("{code}: not a canonical alert"))
+                    }
                 }
-                Err(code) => return Disposition::Term(format!("{code}: not an exchange envelope")),
             }
-        } else {
-            match Envelope::<CanonicalAlert>::from_slice(&msg.payload) {
-                Ok(env) => {
-                    let key = format!("alert:{}", msg_id.unwrap_or_else(|| env.id.to_string()));
-                    let span = self.span(&env);
-                    self.handle_alert(env, &key).instrument(span).await
-                }
-                Err(code) => return Disposition::Term(format!("{code}: not a canonical alert")),
-            }
-        };
-        match outcome {
-            Ok(()) => Disposition::Ack,
-            Err(Retry) => Disposition::Nak(Duration::from_secs(1)),
         }
+        if !alerts.is_empty() {
+            let outcome = retry_later(self.handle_alerts(&alerts).await);
+            for (i, _, _) in &alerts {
+                dispositions[*i] = outcome.clone();
+            }
+        }
+        dispositions
     }
 
     fn span<B>(&self, env: &Envelope<B>) -> tracing::Span {
@@ -190,57 +226,97 @@ impl PartitionOwner {
         })
     }
 
-    async fn handle_alert(&self, env: Envelope<CanonicalAlert>, key: &str) -> Result<(), Retry> {
+    /// Applies a batch's alerts and records them as one step, then publishes what they decided
+    /// (and what the ledger holds for redelivered ones). All or nothing: a failure before the
+    /// flush puts the book back to what sled holds and lets every alert of the batch come again.
+    async fn handle_alerts(&self, alerts: &[BatchAlert]) -> Result<(), Retry> {
         let now = self.clock.now();
-        let entry = {
+        let events = {
             let mut book = self.lock();
-            if let Some(entry) = self.recorded(key)? {
-                drop(book);
-                return self.publish(&entry.publications).await;
-            }
-            let outcome = book.apply(env.id, &env.body, &self.policy, now);
-            let label = match &outcome {
-                Outcome::Opened(_) => "opened",
-                Outcome::Updated(_) => "updated",
-                Outcome::Resolved(_) => "resolved",
-                Outcome::Counted(_) => "counted",
-                Outcome::Ignored => "ignored",
-            };
-            let step = self.alert_step(&book, &env, &outcome, now);
-            let applied = step.and_then(|entry| {
-                let incident = outcome.incident().and_then(|id| book.get(id));
-                self.store
-                    .apply(Step {
-                        incidents: incident.into_iter().collect(),
-                        ledger: Some((key, &entry)),
-                        ..Default::default()
-                    })
-                    .map(|()| entry)
-            });
-            match applied {
-                Ok(entry) => {
-                    metrics::counter!("mcplane_correlator_alerts_total", "outcome" => label)
-                        .increment(1);
-                    entry
-                }
+            match self.apply_alerts(&mut book, alerts, now) {
+                Ok(events) => events,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot record alert; will retry");
+                    tracing::error!(partition = self.partition, alerts = alerts.len(), error = %e, "cannot record alerts; will retry");
                     self.reload(&mut book);
                     return Err(Retry);
                 }
             }
         };
-        self.publish(&entry.publications).await
+        self.publish(&events).await?;
+        if let Err(e) = self.store.events_sent(&events) {
+            // Only tidiness is lost: a kept event is republished (and deduplicated) at worst.
+            tracing::warn!(partition = self.partition, error = %e, "cannot forget sent events");
+        }
+        Ok(())
     }
 
-    /// The ledger entry (with the incident event to publish, if any) for one applied alert.
-    fn alert_step(
+    /// Routes each alert of a batch to its incident, then writes every touched incident once,
+    /// every alert's ledger entry and the events they decided in one sled batch. Returns the
+    /// publications to send: those events (one per material change, in order) and the recorded
+    /// outputs of alerts already handled.
+    fn apply_alerts(
+        &self,
+        book: &mut IncidentBook,
+        alerts: &[BatchAlert],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Publication>, ServiceError> {
+        let mut republish = Vec::new();
+        let mut events = Vec::new();
+        let mut entries: Vec<(&str, LedgerEntry)> = Vec::with_capacity(alerts.len());
+        let mut touched = HashSet::new();
+        let mut seen_keys = HashSet::with_capacity(alerts.len());
+        let mut outcomes = [0u64; 5];
+        for (_, key, env) in alerts {
+            // A second copy in one batch (a redelivery overtaking the original) rides on the first.
+            if !seen_keys.insert(key.as_str()) {
+                continue;
+            }
+            let _span = self.span(env).entered();
+            if let Some(entry) = self.store.ledger_entry(key)? {
+                tracing::debug!(key, "already handled; republishing the recorded outputs");
+                republish.extend(entry.publications);
+                republish.extend(self.store.events(&entry.events)?);
+                continue;
+            }
+            let outcome = book.apply(env.id, &env.body, &self.policy, now);
+            outcomes[outcome_index(&outcome)] += 1;
+            let event = self.alert_event(book, env, &outcome)?;
+            if let Some(id) = outcome.incident() {
+                touched.insert(id.to_string());
+            }
+            let entry = LedgerEntry {
+                at: now,
+                events: event.iter().filter_map(|p| p.msg_id.clone()).collect(),
+                ..Default::default()
+            };
+            events.extend(event);
+            entries.push((key.as_str(), entry));
+        }
+        // Each touched incident written once, as it stands after the batch.
+        let incidents: Vec<&Incident> = touched.iter().filter_map(|id| book.get(id)).collect();
+        self.store.apply(Step {
+            incidents,
+            ledger: entries.iter().map(|(k, e)| (*k, e)).collect(),
+            events: events.iter().collect(),
+            ..Default::default()
+        })?;
+        for (n, label) in outcomes.into_iter().zip(OUTCOMES) {
+            if n > 0 {
+                metrics::counter!("mcplane_correlator_alerts_total", "outcome" => label)
+                    .increment(n);
+            }
+        }
+        events.extend(republish);
+        Ok(events)
+    }
+
+    /// The incident event one applied alert decided, if any.
+    fn alert_event(
         &self,
         book: &IncidentBook,
         env: &Envelope<CanonicalAlert>,
         outcome: &Outcome,
-        now: DateTime<Utc>,
-    ) -> Result<LedgerEntry, ServiceError> {
+    ) -> Result<Option<Publication>, ServiceError> {
         let kind = match outcome {
             Outcome::Opened(_) => Some(IncidentEventKind::Opened),
             Outcome::Updated(_) => Some(IncidentEventKind::Updated),
@@ -248,7 +324,6 @@ impl PartitionOwner {
             Outcome::Counted(_) | Outcome::Ignored => None,
         };
         let incident = outcome.incident().and_then(|id| book.get(id));
-        let mut publications = Vec::new();
         if let (Some(kind), Some(incident)) = (kind, incident) {
             tracing::info!(
                 incident_id = %incident.id,
@@ -258,18 +333,18 @@ impl PartitionOwner {
                 event = kind.as_str(),
                 "incident {}", kind.as_str()
             );
-            publications.push(self.event_publication(env.derive(incident.event(kind)))?);
-        } else if matches!(outcome, Outcome::Ignored) {
+            return self
+                .event_publication(env.derive(incident.event(kind)))
+                .map(Some);
+        }
+        if matches!(outcome, Outcome::Ignored) {
             tracing::info!(
                 fingerprint = %env.body.fingerprint,
                 service = %env.body.service,
                 "resolved alert matches no open incident; ignored"
             );
         }
-        Ok(LedgerEntry {
-            at: now,
-            publications,
-        })
+        Ok(None)
     }
 
     async fn handle_reply(&self, env: Envelope<Exchange>, key: &str) -> Result<(), Retry> {
@@ -308,10 +383,11 @@ impl PartitionOwner {
                     let entry = LedgerEntry {
                         at: now,
                         publications: vec![publication],
+                        ..Default::default()
                     };
                     self.store.apply(Step {
                         incidents: vec![incident],
-                        ledger: Some((key, &entry)),
+                        ledger: vec![(key, &entry)],
                         ..Default::default()
                     })?;
                     Ok(entry)

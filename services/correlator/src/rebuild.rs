@@ -194,9 +194,12 @@ pub async fn rebuild_if_empty(
                     }
                     ledger.push((
                         key,
+                        // Kept whole rather than under `evt/`: only the few alerts above the
+                        // ack floor get an entry, and a redelivery republishes it as it is.
                         LedgerEntry {
                             at: now,
                             publications,
+                            events: Vec::new(),
                         },
                     ));
                 }
@@ -268,12 +271,10 @@ pub async fn rebuild_if_empty(
     }
     rebuilt.incidents = book.len();
     rebuilt.summarised = summarised.len();
-    for (key, entry) in &ledger {
-        store.apply(Step {
-            ledger: Some((key, entry)),
-            ..Default::default()
-        })?;
-    }
+    store.apply(Step {
+        ledger: ledger.iter().map(|(k, e)| (k.as_str(), e)).collect(),
+        ..Default::default()
+    })?;
     store.apply(Step {
         incidents: book.iter().collect(),
         ..Default::default()

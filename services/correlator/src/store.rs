@@ -1,10 +1,16 @@
 //! One partition's durable state in its own sled folder (`<data_dir>/correlator/p<n>/`), so a
 //! partition can move to another replica by moving the folder (or by replaying the stream).
 //!
-//! Three kinds of keys in one tree, so that one atomic batch covers a whole step: `inc/<id>`
+//! Four kinds of keys in one tree, so that one atomic batch covers a whole step: `inc/<id>`
 //! (an incident), `led/<key>` (a message already handled, with what it published, for
-//! redeliveries) and `out/<msg id>` (an outbox of publications decided by the summary timer but
-//! not yet confirmed sent). Everything is flushed before it is published or acked.
+//! redeliveries), `out/<msg id>` (an outbox of publications decided by the summary timer but
+//! not yet confirmed sent) and `evt/<msg id>` (an incident event decided by an alert, until
+//! JetStream has acknowledged it). Everything is flushed before it is published or acked.
+//!
+//! An alert's ledger entry names its events by msg id instead of holding them: an event carries
+//! every alert of its incident, so a copy per alert kept for a day made the ledger grow with the
+//! square of an incident's size. The event is kept under `evt/` only until it is sent; a
+//! redelivered alert republishes those of its events still there (a gone one was acknowledged).
 //!
 //! Flushes are group commits: every write bumps a counter, and a flush first checks whether a
 //! flush that started after its writes already covered them. So a batch of alerts handled
@@ -30,16 +36,41 @@ use crate::incident::Incident;
 const INCIDENT: &str = "inc/";
 const LEDGER: &str = "led/";
 const OUTBOX: &str = "out/";
+const EVENTS: &str = "evt/";
 
 /// How long to keep trying to open a folder another instance (a replica shutting down, or a
 /// task of this process not yet dropped) still holds.
 const OPEN_PATIENCE: Duration = Duration::from_secs(15);
 
 /// A handled message and what handling it published.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LedgerEntry {
     pub at: DateTime<Utc>,
+    /// Publications kept whole (a summary and its request, a few per incident).
+    #[serde(default)]
     pub publications: Vec<Publication>,
+    /// Msg ids of incident events kept under `evt/` until sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+}
+
+/// An incident event kept until sent, as written.
+#[derive(Serialize)]
+struct EventRecord<'a> {
+    at: DateTime<Utc>,
+    publication: &'a Publication,
+}
+
+/// An incident event kept until sent, as read back.
+#[derive(Deserialize)]
+struct OwnedEventRecord {
+    publication: Publication,
+}
+
+/// The time stamp of a ledger entry or a kept event, for pruning.
+#[derive(Deserialize)]
+struct Stamp {
+    at: DateTime<Utc>,
 }
 
 /// The writes of one step, applied atomically.
@@ -47,8 +78,10 @@ pub struct LedgerEntry {
 pub struct Step<'a> {
     pub incidents: Vec<&'a Incident>,
     pub evicted: Vec<String>,
-    pub ledger: Option<(&'a str, &'a LedgerEntry)>,
+    pub ledger: Vec<(&'a str, &'a LedgerEntry)>,
     pub outbox: Vec<&'a Publication>,
+    /// Incident events to keep until sent (see [`PartitionStore::events`]).
+    pub events: Vec<&'a Publication>,
 }
 
 pub struct PartitionStore {
@@ -158,15 +191,52 @@ impl PartitionStore {
         for id in step.evicted {
             batch.remove(format!("{INCIDENT}{id}").as_bytes());
         }
-        if let Some((key, entry)) = step.ledger {
+        // Kept events are stamped like the ledger entries naming them, so pruning ages out one a
+        // crash left behind.
+        let stamp = step.ledger.first().map(|(_, e)| e.at);
+        for (key, entry) in step.ledger {
             batch.insert(format!("{LEDGER}{key}").as_bytes(), encode(entry)?);
         }
         for p in step.outbox {
             let id = p.msg_id.as_deref().unwrap_or(p.subject.as_str());
             batch.insert(format!("{OUTBOX}{id}").as_bytes(), encode(p)?);
         }
+        if !step.events.is_empty() {
+            let at = stamp.unwrap_or_else(Utc::now);
+            for p in step.events {
+                let id = p.msg_id.as_deref().unwrap_or(p.subject.as_str());
+                let record = EventRecord { at, publication: p };
+                batch.insert(format!("{EVENTS}{id}").as_bytes(), encode(&record)?);
+            }
+        }
         self.db.apply_batch(batch)?;
         self.durability.wrote();
+        Ok(())
+    }
+
+    /// The incident events named by `ids` that are still kept (not yet confirmed sent).
+    pub fn events(&self, ids: &[String]) -> Result<Vec<Publication>, ServiceError> {
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(v) = self.db.get(format!("{EVENTS}{id}"))? {
+                let record: OwnedEventRecord = serde_json::from_slice(&v)
+                    .map_err(|e| ServiceError::storage(format!("event {id}: {e}")))?;
+                out.push(record.publication);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets incident events JetStream has acknowledged. Not counted as a write to flush: if
+    /// a crash loses the removal, a redelivery republishes an event the server deduplicates,
+    /// and pruning drops it in the end.
+    pub fn events_sent(&self, publications: &[Publication]) -> Result<(), ServiceError> {
+        let mut batch = sled::Batch::default();
+        for p in publications {
+            let id = p.msg_id.as_deref().unwrap_or(p.subject.as_str());
+            batch.remove(format!("{EVENTS}{id}").as_bytes());
+        }
+        self.db.apply_batch(batch)?;
         Ok(())
     }
 
@@ -201,13 +271,18 @@ impl PartitionStore {
         Ok(())
     }
 
-    /// Drops ledger entries older than `before` (far beyond any redelivery); returns how many.
+    /// Drops ledger entries (and kept events) older than `before` (far beyond any
+    /// redelivery); returns how many.
     pub fn prune_ledger(&self, before: DateTime<Utc>) -> Result<usize, ServiceError> {
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for item in self.db.scan_prefix(LEDGER) {
+        for item in self
+            .db
+            .scan_prefix(LEDGER)
+            .chain(self.db.scan_prefix(EVENTS))
+        {
             let (key, value) = item?;
-            let old = serde_json::from_slice::<LedgerEntry>(&value)
+            let old = serde_json::from_slice::<Stamp>(&value)
                 .map(|e| e.at < before)
                 .unwrap_or(true);
             if old {
@@ -270,13 +345,14 @@ mod tests {
         let entry = LedgerEntry {
             at: at(0),
             publications: vec![publication.clone()],
+            ..Default::default()
         };
         {
             let store = PartitionStore::open(dir.path()).await.unwrap();
             store
                 .apply(Step {
                     incidents: vec![&inc],
-                    ledger: Some(("m1", &entry)),
+                    ledger: vec![("m1", &entry)],
                     outbox: vec![&publication],
                     ..Default::default()
                 })
@@ -299,5 +375,48 @@ mod tests {
         assert!(store.outbox().unwrap().is_empty());
         assert_eq!(store.prune_ledger(at(1)).unwrap(), 1);
         assert!(store.ledger_entry("m1").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_alerts_events_are_kept_until_sent_and_named_by_its_ledger_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = |id: &str| Publication {
+            subject: "mcplane.incidents.acme.updated".into(),
+            msg_id: Some(id.into()),
+            traceparent: None,
+            payload: format!("{{\"id\":\"{id}\"}}"),
+            core: false,
+            first: false,
+        };
+        let (e1, e2) = (event("i1:2:updated"), event("i1:3:updated"));
+        let entry = |id: &str| LedgerEntry {
+            at: at(0),
+            events: vec![id.to_string()],
+            ..Default::default()
+        };
+        let (l1, l2) = (entry("i1:2:updated"), entry("i1:3:updated"));
+        {
+            let store = PartitionStore::open(dir.path()).await.unwrap();
+            store
+                .apply(Step {
+                    ledger: vec![("alert:a", &l1), ("alert:b", &l2)],
+                    events: vec![&e1, &e2],
+                    ..Default::default()
+                })
+                .unwrap();
+            store.flush_async().await.unwrap();
+        }
+        // After a restart, a redelivered alert finds its event by the id in its entry.
+        let store = PartitionStore::open(dir.path()).await.unwrap();
+        let found = store.ledger_entry("alert:a").unwrap().unwrap();
+        assert!(found.publications.is_empty(), "the entry holds no copy");
+        assert_eq!(store.events(&found.events).unwrap(), vec![e1.clone()]);
+        // Once acknowledged it is forgotten: nothing left to republish.
+        store.events_sent(&[e1]).unwrap();
+        assert!(store.events(&found.events).unwrap().is_empty());
+        assert_eq!(store.events(&l2.events).unwrap(), vec![e2]);
+        // Pruning ages out the entries and an event a crash left behind alike.
+        assert_eq!(store.prune_ledger(at(1)).unwrap(), 3);
+        assert!(store.events(&l2.events).unwrap().is_empty());
     }
 }

@@ -1,5 +1,7 @@
 //! The consume loop every worker runs: pull a batch, handle its messages concurrently, make the
 //! ledger durable once for the batch, then ack, nak with a delay, or terminate each message.
+//! A stage whose work gains from seeing the whole batch at once (a partition owner writing its
+//! state once per batch) takes the batch with [`run_batch_consumer`] instead.
 //!
 //! Acking only after the ledger flush is what makes a crash safe: a message acked is a message
 //! whose effects are on disk, and a message not acked is redelivered and answered from the
@@ -49,6 +51,25 @@ pub async fn run_consumer<H, F>(
 where
     H: Fn(jetstream::Message) -> F + Send + Sync,
     F: Future<Output = Disposition> + Send,
+{
+    run_batch_consumer(bus, spec, ledger, shutdown, |chunk| {
+        futures::future::join_all(chunk.into_iter().map(&handler))
+    })
+    .await
+}
+
+/// Like [`run_consumer`], but `handler` gets each pulled batch whole and answers one
+/// disposition per message, in the batch's order.
+pub async fn run_batch_consumer<H, F>(
+    bus: &Bus,
+    spec: ConsumerSpec,
+    ledger: Option<Arc<dyn Ledger>>,
+    shutdown: CancellationToken,
+    handler: H,
+) -> Result<(), ServiceError>
+where
+    H: Fn(Vec<jetstream::Message>) -> F + Send + Sync,
+    F: Future<Output = Vec<Disposition>> + Send,
 {
     let consumer = bus
         .durable_consumer(spec.stream, &spec.durable, spec.filters.clone())
@@ -143,18 +164,24 @@ async fn handle_chunk<H, F>(
     handler: &H,
     max_deliver: i64,
 ) where
-    H: Fn(jetstream::Message) -> F + Send + Sync,
-    F: Future<Output = Disposition> + Send,
+    H: Fn(Vec<jetstream::Message>) -> F + Send + Sync,
+    F: Future<Output = Vec<Disposition>> + Send,
 {
     let started = Instant::now();
-    let outcomes = futures::future::join_all(chunk.iter().map(|m| {
-        if m.info().map(|i| i.delivered > 1).unwrap_or(false) {
-            metrics::counter!("mcplane_redeliveries_total", "consumer" => name.to_string())
-                .increment(1);
-        }
-        handler(m.clone())
-    }))
-    .await;
+    let redelivered = chunk
+        .iter()
+        .filter(|m| m.info().map(|i| i.delivered > 1).unwrap_or(false))
+        .count();
+    if redelivered > 0 {
+        metrics::counter!("mcplane_redeliveries_total", "consumer" => name.to_string())
+            .increment(redelivered as u64);
+    }
+    let mut outcomes = handler(chunk.clone()).await;
+    if outcomes.len() != chunk.len() {
+        // A handler bug, not the messages' fault: let them all come again.
+        tracing::error!(consumer = %name, messages = chunk.len(), outcomes = outcomes.len(), "batch handler answered the wrong number of dispositions");
+        outcomes = vec![Disposition::Nak(Duration::from_secs(1)); chunk.len()];
+    }
 
     if let Some(ledger) = ledger {
         let flushed = ledger.flush();

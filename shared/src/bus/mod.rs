@@ -19,7 +19,7 @@ mod watched;
 
 pub use claims::{Claim, Claims};
 pub use connect::{connect, connect_with_inbox, version_at_least};
-pub use consume::{run_consumer, ConsumerSpec, Disposition};
+pub use consume::{run_batch_consumer, run_consumer, ConsumerSpec, Disposition};
 pub use discovery::announce;
 pub use outputs::{decode_outputs, encode_outputs};
 pub use publish::{audit_publication, Publication};
