@@ -12,8 +12,8 @@
 //! partition so a partition can move between replicas.
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
-use std::time::Duration;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
@@ -39,8 +39,10 @@ pub enum Durability {
     /// fsync on every flush (once per consumed batch, before its acks). For ledgers that are a
     /// record the fleet relies on (the audit chain, notification receipts).
     Synced,
-    /// No fsync on the hot path: sled writes its log in the background (every 500 ms) and on
-    /// close, so a crash may lose the entries of the last moments. For the request stages only,
+    /// No fsync per batch: sled writes its log in the background (every 500 ms) and on close,
+    /// and a flush syncs for real at most once per [`BACKGROUND_SYNC`], so a crash may lose the
+    /// entries of the last moments. That periodic sync is also what notices a full or
+    /// read-only disk, so readiness still follows the disk (within a second). For the request stages only,
     /// where such a loss is exactly what happens when a redelivery lands on another replica
     /// (whose ledger never saw the message), which the design already makes safe:
     /// - a message is acked only after its outputs are stored by JetStream (publish acks
@@ -55,6 +57,9 @@ pub enum Durability {
     Background,
 }
 
+/// How often a [`Durability::Background`] ledger's flush syncs for real.
+pub const BACKGROUND_SYNC: Duration = Duration::from_secs(1);
+
 struct Generations {
     current: (i64, sled::Db),
     previous: Option<(i64, sled::Db)>,
@@ -67,6 +72,8 @@ pub struct SledLedger {
     retention: Duration,
     durability: Durability,
     gens: RwLock<Generations>,
+    /// When a [`Durability::Background`] flush last synced for real.
+    last_sync: Mutex<Instant>,
 }
 
 impl SledLedger {
@@ -96,6 +103,7 @@ impl SledLedger {
             retention,
             durability: Durability::Synced,
             gens: RwLock::new(Generations { current, previous }),
+            last_sync: Mutex::new(Instant::now()),
         };
         ledger.rotate_if_due()?;
         Ok(ledger)
@@ -204,7 +212,11 @@ impl Ledger for SledLedger {
 
     fn flush(&self) -> Result<(), ServiceError> {
         if self.durability == Durability::Background {
-            return Ok(());
+            let mut last = self.last_sync.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < BACKGROUND_SYNC {
+                return Ok(());
+            }
+            *last = Instant::now();
         }
         let flushed = {
             let gens = self

@@ -228,7 +228,7 @@ async fn a_redelivery_on_another_replica_reuses_the_claimed_outcome() {
         .get(&format!("{}:invoke", env.id))
         .unwrap()
         .expect("replica B recorded its outputs");
-    let pubs: Vec<Publication> = serde_json::from_slice(&stored).unwrap();
+    let pubs: Vec<Publication> = mcplane_shared::bus::decode_outputs(&stored).unwrap();
     let next = pubs
         .iter()
         .find(|p| p.subject == bus.subjects.stage(Service::Redaction, TENANT))
