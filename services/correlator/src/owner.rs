@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::grouping::{Due, IncidentBook, Outcome, Policy};
 use crate::incident::{Change, Incident, PendingSummary};
+use crate::rebuild::event_publication;
 use crate::rules::Rules;
 use crate::store::{LedgerEntry, PartitionStore, Step};
 use crate::summary;
@@ -409,19 +410,7 @@ impl PartitionOwner {
         &self,
         event: Envelope<mcplane_shared::IncidentEvent>,
     ) -> Result<Publication, ServiceError> {
-        let e = &event.body;
-        let mut p = Publication::envelope(
-            self.bus.subjects.incidents(&e.tenant, e.event.as_str()),
-            &event,
-            STAGE,
-        )?;
-        p.msg_id = Some(format!(
-            "{}:{}:{}",
-            e.incident_id,
-            e.revision,
-            e.event.as_str()
-        ));
-        Ok(p)
+        event_publication(&self.bus.subjects, &event)
     }
 
     /// `mcplane.summaries.<tenant>.<severity>`, exactly once per incident revision.

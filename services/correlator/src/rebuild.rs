@@ -73,9 +73,10 @@ async fn next(
     }
 }
 
-/// `mcplane.incidents.<tenant>.<event>` for one revision, with the owner's message id (the
-/// same bytes the owner would publish, so the server drops a copy it already has).
-fn event_publication(
+/// `mcplane.incidents.<tenant>.<event>` for one revision, with its message id
+/// `<incident>:<revision>:<event>`: the one definition both the owner and a rebuild use, so a
+/// rebuilt event is the same message and the server drops a copy it already has.
+pub(crate) fn event_publication(
     subjects: &Subjects,
     event: &Envelope<IncidentEvent>,
 ) -> Result<Publication, ServiceError> {
