@@ -2,9 +2,9 @@
 FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bins \
+RUN cargo build --profile dist --locked --bins \
  && mkdir /out \
- && cp target/release/mcplane target/release/mcplane-* /out/ \
+ && cp target/dist/mcplane target/dist/mcplane-* /out/ \
  && rm -f /out/*.d
 
 FROM debian:bookworm-slim

@@ -1,6 +1,7 @@
 //! The request-pipeline load generator: a real nats-server, every service as its own process
-//! (this binary re-executed as `run <service>`, so each has its own RSS), AI requests submitted
-//! on the bus exactly as the gateway submits them, and one JSON document of figures on stdout.
+//! (its own `mcplane-<service>` binary when built beside this one, as a deployment runs it, else
+//! this binary re-executed as `run <service>`), AI requests submitted on the bus exactly as the
+//! gateway submits them, and one JSON document of figures on stdout.
 //!
 //! Latency is open-loop: request `i` of a run at `r` req/s is *scheduled* at `start + i/r` and
 //! its latency is measured from that scheduled time to the arrival of its result, so a stalled
@@ -9,7 +10,8 @@
 //! number of requests in flight, each completion sending the next.
 //!
 //! ```sh
-//! cargo run --release -p mcplane-tests --bin mcplane-bench-requests -- \
+//! cargo build --release --bins   # the bench and every service binary
+//! ./target/release/mcplane-bench-requests \
 //!     [--rates 500,2000,5000] [--secs 10] [--saturation-secs 10] [--in-flight 512]
 //! ```
 //!
@@ -111,6 +113,8 @@ fn main() -> ExitCode {
 /// The fleet's processes, killed when dropped.
 struct FleetProcesses {
     children: Vec<(Service, Child)>,
+    /// `per-service` when every service ran its own binary, else `combined`.
+    binaries: &'static str,
 }
 
 impl Drop for FleetProcesses {
@@ -161,14 +165,34 @@ model = "mcplane-local-1"
     Ok(path)
 }
 
+/// Which program runs a service: its own binary (`mcplane-<service>`) when it was built beside
+/// this one, as a deployment runs it, else this binary re-executed as `run <service>`. The
+/// difference matters for RSS: a process maps the pages of its program that it touches, and the
+/// combined binary carries every service's code.
+fn service_command(exe: &Path, service: Service) -> (Command, &'static str) {
+    let own = exe.with_file_name(format!("mcplane-{service}"));
+    if own.is_file() {
+        (Command::new(own), "per-service")
+    } else {
+        let mut combined = Command::new(exe);
+        combined.args(["run", service.as_str()]);
+        (combined, "combined")
+    }
+}
+
 fn start_fleet(nats: &NatsServer, config: &Path, data: &Path) -> anyhow::Result<FleetProcesses> {
     let exe = std::env::current_exe()?;
     let mut fleet = FleetProcesses {
         children: Vec::new(),
+        binaries: "per-service",
     };
     for service in SERVICES {
-        let child = Command::new(&exe)
-            .args(["run", service.as_str(), "--config"])
+        let (mut command, binaries) = service_command(&exe, service);
+        if binaries == "combined" {
+            fleet.binaries = binaries;
+        }
+        let child = command
+            .arg("--config")
             .arg(config)
             .args(["--nats", &nats.url(), "--data"])
             .arg(data)
@@ -181,8 +205,17 @@ fn start_fleet(nats: &NatsServer, config: &Path, data: &Path) -> anyhow::Result<
     Ok(fleet)
 }
 
-/// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+/// A process's memory from `/proc/<pid>/status`: resident in all (`VmRSS`), its peak
+/// (`VmHWM`), and the resident part that is anonymous (heap, stacks: the process's own) versus
+/// file-backed (its program's pages, shared with every process mapping the same file).
+struct Rss {
+    rss_kib: u64,
+    peak_kib: u64,
+    anon_kib: u64,
+    file_kib: u64,
+}
+
+fn process_rss(pid: u32) -> Option<Rss> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
@@ -193,7 +226,23 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
             .parse::<u64>()
             .ok()
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some(Rss {
+        rss_kib: field("VmRSS:")?,
+        peak_kib: field("VmHWM:")?,
+        anon_kib: field("RssAnon:")?,
+        file_kib: field("RssFile:")?,
+    })
+}
+
+impl Rss {
+    fn json(&self) -> Value {
+        json!({
+            "rss_mib": mib(self.rss_kib),
+            "peak_mib": mib(self.peak_kib),
+            "anon_mib": mib(self.anon_kib),
+            "file_mib": mib(self.file_kib),
+        })
+    }
 }
 
 /// Results and audit stamps as they arrive.
@@ -501,18 +550,12 @@ async fn bench() -> anyhow::Result<Value> {
     let rss = |label: &str| {
         let mut out = serde_json::Map::new();
         for (service, child) in &fleet.children {
-            if let Some((rss, hwm)) = rss_kib(child.id()) {
-                out.insert(
-                    service.to_string(),
-                    json!({"rss_mib": mib(rss), "peak_mib": mib(hwm)}),
-                );
+            if let Some(rss) = process_rss(child.id()) {
+                out.insert(service.to_string(), rss.json());
             }
         }
-        if let Some((rss, hwm)) = nats.pid().and_then(rss_kib) {
-            out.insert(
-                "nats-server".into(),
-                json!({"rss_mib": mib(rss), "peak_mib": mib(hwm)}),
-            );
+        if let Some(rss) = nats.pid().and_then(process_rss) {
+            out.insert("nats-server".into(), rss.json());
         }
         json!({ label: out })
     };
@@ -531,6 +574,7 @@ async fn bench() -> anyhow::Result<Value> {
         "machine": machine(),
         "fixed_rates": runs,
         "saturation": saturated,
+        "service_binaries": fleet.binaries,
         "rss": [idle_rss, after],
     }))
 }
