@@ -192,7 +192,7 @@ pub type StartTest = fn(&str, usize) -> bool;
 /// What must be present in a text before a rule's regex runs at all.
 #[derive(Debug, Clone, Copy)]
 pub enum Trigger {
-    /// Any of these (ASCII case-insensitive) keywords, found by the one Aho-Corasick pass.
+    /// Any of these (ASCII case-insensitive) keywords, found by the one keyword pass.
     Keywords(&'static [&'static str]),
     /// Any of these keywords, and every match begins with one of them (a token's fixed
     /// prefix): the regex is only tried anchored where one was found, not over the text.
