@@ -1,7 +1,7 @@
 //! The detection engine: finds every enabled entity in a text, fast enough for the hot path.
 //!
-//! Everything is compiled once, at start. One Aho-Corasick pass (ASCII case-insensitive, a DFA)
-//! over every rule's keywords, the context words of the rules that need a boost and every
+//! Everything is compiled once, at start. One keyword pass (ASCII case-insensitive, filtered on
+//! each position's first three bytes: [`crate::keywords`]) over every rule's keywords, the context words of the rules that need a boost and every
 //! directory name says which keyword rules can match at all and where the context words are;
 //! one byte pass measures the number shapes (longest digit run, dotted quads, colons) that gate
 //! the numeric rules. Only the rules so selected run their regex — for most texts, none or one
@@ -17,14 +17,14 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::Regex;
 
 use crate::config::{Config, CustomPattern, MAX_RULES};
 use crate::detectors::{
-    builtin_rules, byte_at, byte_before, confirm_standalone, is_word, Confirm, EntityType, Span,
-    Trigger, CONTEXT_BOOST,
+    builtin_rules, byte_at, byte_before, confirm_standalone, email, is_word, Confirm, EntityType,
+    Span, StartTest, Trigger, CONTEXT_BOOST,
 };
+use crate::keywords::Keywords;
 
 /// Why a redactor cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,9 +57,10 @@ const DFA_CACHE: usize = 16 << 20;
 struct Rule {
     kind: EntityType,
     re: Regex,
-    /// For a [`Trigger::Prefixes`] rule, the regex anchored at the start of its haystack, tried
-    /// only where a prefix keyword was found: no scan of the text, no reverse search for the
-    /// start of a match.
+    /// For a [`Trigger::Prefixes`], [`Trigger::Digits`] or [`Trigger::AtSign`] rule, the regex
+    /// anchored at the start of its haystack, tried only where a match may begin (a prefix
+    /// keyword, a start passing the rule's test near a digit run, an `@`'s local part): no scan
+    /// of the text, no reverse search for the start of a match.
     anchored: Option<Regex>,
     /// A keyword rule that cannot pass without a context word's boost (dates of birth, bare
     /// SSNs, AWS secret keys): its regex runs only within reach of its context words.
@@ -112,7 +113,7 @@ const WINDOW_AFTER: usize = 6;
 #[derive(Debug, Clone)]
 pub struct Engine {
     rules: Vec<Rule>,
-    keywords: Option<AhoCorasick>,
+    keywords: Keywords,
     roles: Vec<Keyword>,
     /// Rules switched on by a keyword (the others are gated by shapes or always run).
     keyword_gated: u128,
@@ -211,6 +212,11 @@ impl Engine {
                     anchored = Some(compile(r.kind.as_str(), &pattern)?);
                     Some(r.trigger)
                 }
+                Trigger::Digits(..) | Trigger::AtSign => {
+                    let pattern = format!(r"\A(?:{})", r.pattern);
+                    anchored = Some(compile(r.kind.as_str(), &pattern)?);
+                    Some(r.trigger)
+                }
                 other => Some(other),
             };
             // A context word only matters to a rule that needs its boost to pass; the others'
@@ -259,18 +265,7 @@ impl Engine {
                 roles[i].person = Some(name.into());
             }
         }
-        let keywords = if words.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .build(&words)
-                    .map_err(|e| RedactorError::Keywords(e.to_string()))?,
-            )
-        };
+        let keywords = Keywords::new(&words).map_err(|e| RedactorError::Keywords(e.to_string()))?;
         let mut kinds: Vec<EntityType> = rules.iter().map(|r| r.kind).collect();
         if spec.kinds.contains(&EntityType::Person) {
             kinds.push(EntityType::Person);
@@ -307,35 +302,32 @@ impl Engine {
         let mut anchors: Vec<(usize, u128)> = Vec::new();
         // Overlapping, so that no prefix keyword is hidden inside another keyword's match
         // (`aws_secret` holds `secret`).
-        if let Some(ac) = &self.keywords {
-            for m in ac.find_overlapping_iter(text) {
-                let role = &self.roles[m.pattern().as_usize()];
-                active |= role.triggers;
-                if role.context_of != 0 {
-                    context.push((m.start(), m.end(), role.context_of));
-                }
-                if role.anchors != 0 {
-                    anchors.push((m.start(), role.anchors));
-                }
-                if let Some(name) = &role.person {
-                    let (s, e) = (m.start(), m.end());
-                    if text[s..e] == **name
-                        && !byte_before(text, s).is_some_and(is_word)
-                        && !byte_at(text, e).is_some_and(is_word)
-                    {
-                        found.push((
-                            Span {
-                                start: s,
-                                end: e,
-                                kind: EntityType::Person,
-                            },
-                            0,
-                        ));
-                    }
+        self.keywords.for_each(text, |s, e, id| {
+            let role = &self.roles[id];
+            active |= role.triggers;
+            if role.context_of != 0 {
+                context.push((s, e, role.context_of));
+            }
+            if role.anchors != 0 {
+                anchors.push((s, role.anchors));
+            }
+            if let Some(name) = &role.person {
+                if text[s..e] == **name
+                    && !byte_before(text, s).is_some_and(is_word)
+                    && !byte_at(text, e).is_some_and(is_word)
+                {
+                    found.push((
+                        Span {
+                            start: s,
+                            end: e,
+                            kind: EntityType::Person,
+                        },
+                        0,
+                    ));
                 }
             }
-        }
-        // The keyword pass reports matches by their end; anchored scans and the windows around
+        });
+        // The short keywords come after the long ones; anchored scans and the windows around
         // context words want them by start.
         anchors.sort_unstable_by_key(|&(start, _)| start);
         context.sort_unstable_by_key(|&(start, _, _)| start);
@@ -350,7 +342,11 @@ impl Engine {
                     false
                 }
                 None => active & bit != 0 || self.keyword_gated & bit == 0,
-                Some(Trigger::Digits(n)) => {
+                Some(Trigger::AtSign) => {
+                    self.scan_at_signs(i, rule, text, &context, &mut found);
+                    false
+                }
+                Some(Trigger::Digits(n, starts)) => {
                     // Only around the digit runs long enough for this rule, windows merged.
                     let mut window: Option<(usize, usize)> = None;
                     for &(start, end, digits) in &shapes.clusters {
@@ -362,14 +358,14 @@ impl Engine {
                         match window {
                             Some((f, t)) if from <= t => window = Some((f, t.max(to))),
                             Some((f, t)) => {
-                                self.scan(i, rule, text, f, t, &context, &mut found);
+                                self.scan_starts(i, rule, starts, text, f, t, &context, &mut found);
                                 window = Some((from, to));
                             }
                             None => window = Some((from, to)),
                         }
                     }
                     if let Some((f, t)) = window {
-                        self.scan(i, rule, text, f, t, &context, &mut found);
+                        self.scan_starts(i, rule, starts, text, f, t, &context, &mut found);
                     }
                     false
                 }
@@ -426,6 +422,84 @@ impl Engine {
                 if start < end {
                     self.keep(i, rule, text, start, end, context, out);
                     next = next.max(end);
+                }
+            }
+        }
+    }
+
+    /// Tries a [`Trigger::Digits`] rule's anchored regex at each offset of `text[from..to]` that
+    /// passes its start test, matching within `text[..to]`. The same candidates as a scan of
+    /// the window: a scan's leftmost match starting at an offset is the anchored match there,
+    /// and a start failing the test is one its confirmation would refuse (the scan would move
+    /// on by one byte).
+    #[allow(clippy::too_many_arguments)]
+    fn scan_starts(
+        &self,
+        i: usize,
+        rule: &Rule,
+        starts: StartTest,
+        text: &str,
+        from: usize,
+        to: usize,
+        context: &[(usize, usize, u128)],
+        out: &mut Vec<(Span, usize)>,
+    ) {
+        let Some(re) = &rule.anchored else {
+            return;
+        };
+        let mut at = from;
+        while at < to {
+            // Every start test requires an ASCII byte, so `at` is a char boundary when it passes.
+            if !starts(text, at) {
+                at += 1;
+                continue;
+            }
+            at = match re.find(&text[at..to]) {
+                Some(m) => match (rule.confirm)(text, at, at + m.end()) {
+                    Some((start, end)) if start < end => {
+                        self.keep(i, rule, text, start, end, context, out);
+                        end.max(at + 1)
+                    }
+                    _ => at + 1,
+                },
+                None => at + 1,
+            };
+        }
+    }
+
+    /// Tries the [`Trigger::AtSign`] rule's anchored regex once per `@`, from the start of the
+    /// local part before it. The same candidates as a scan of the text: the scan's leftmost
+    /// match through an `@` starts there, and a later start through the same `@` is confirmed
+    /// from the same local part (confirmation extends a match back to its start), so refused
+    /// the same.
+    fn scan_at_signs(
+        &self,
+        i: usize,
+        rule: &Rule,
+        text: &str,
+        context: &[(usize, usize, u128)],
+        out: &mut Vec<(Span, usize)>,
+    ) {
+        let Some(re) = &rule.anchored else {
+            return;
+        };
+        // Where the scan would resume: the end of the last confirmed address.
+        let mut next = 0;
+        for at in memchr::memchr_iter(b'@', text.as_bytes()) {
+            if at < next {
+                continue;
+            }
+            let start = email::local_part_start(text, next, at);
+            if start == at {
+                continue;
+            }
+            let Some(m) = re.find(&text[start..]) else {
+                continue;
+            };
+            if let Some((s, e)) = (rule.confirm)(text, start, start + m.end()) {
+                if s < e {
+                    self.keep(i, rule, text, s, e, context, out);
+                    next = e.max(start + 1);
                 }
             }
         }
@@ -1001,6 +1075,69 @@ mod tests {
         // Out of reach: the same values with the word a paragraph away.
         let text = format!("date of birth: see below. {filler}1985-03-12 536228431");
         assert!(found(&text).is_empty(), "{:?}", found(&text));
+    }
+
+    type Candidates = Vec<(Span, usize)>;
+
+    /// Every candidate the anchored tries find, in the order a scan of the same stretch finds
+    /// them: the rules tried at their possible starts (digit runs, `@`) against the plain
+    /// regex scan they replaced.
+    fn anchored_and_scanned(text: &str) -> Vec<(Candidates, Candidates)> {
+        let engine = Engine::builtin(&EntityType::ALL).unwrap();
+        let mut pairs = Vec::new();
+        for (i, rule) in engine.rules.iter().enumerate() {
+            let (mut anchored, mut scanned) = (Vec::new(), Vec::new());
+            match rule.trigger {
+                Some(Trigger::Digits(_, starts)) => {
+                    // A window cut short of the text's end, as around a digit run.
+                    let to = floor_boundary(text, text.len() - text.len() / 7);
+                    engine.scan_starts(i, rule, starts, text, 0, to, &[], &mut anchored);
+                    engine.scan(i, rule, text, 0, to, &[], &mut scanned);
+                }
+                Some(Trigger::AtSign) => {
+                    engine.scan_at_signs(i, rule, text, &[], &mut anchored);
+                    engine.scan(i, rule, text, 0, text.len(), &[], &mut scanned);
+                }
+                _ => continue,
+            }
+            pairs.push((anchored, scanned));
+        }
+        assert_eq!(pairs.len(), 5, "card, IBAN, phone, dashed SSN, e-mail");
+        pairs
+    }
+
+    #[test]
+    fn anchored_tries_find_what_a_scan_finds() {
+        for text in [
+            "card 4111 1111 1111 1111 2024, +44 20 7946 0958, (415) 555-2671, 536-22-8431",
+            "ORD-4111111111111111 94111111111111111111 +1+14155552671 x536-22-8431 2021 415-555-2671",
+            "DE89 3704 0044 0532 0130 00 TODAY, XDE89370400440532013000, GB82WEST12345698765432",
+            "a@b@c.com alice@example.com@example.org .bob@x.io jörg@example.com mail@@x.com",
+            "ab.cd@ef.gh-ij x@y.zz, @oncall a.b.c@d.e.fg 1@2.com",
+        ] {
+            for (anchored, scanned) in anchored_and_scanned(text) {
+                assert_eq!(anchored, scanned, "{text}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn anchored_tries_agree_with_scans(text in "[0-9 +()./@a-zA-Z-]{0,80}") {
+            for (anchored, scanned) in anchored_and_scanned(&text) {
+                proptest::prop_assert_eq!(anchored, scanned);
+            }
+        }
+
+        #[test]
+        fn anchored_tries_agree_with_scans_on_number_shapes(
+            parts in proptest::collection::vec(("[0-9]{1,5}", "[ +()./@a-zé-]{0,2}"), 0..12)
+        ) {
+            let text: String = parts.into_iter().map(|(d, s)| d + &s).collect();
+            for (anchored, scanned) in anchored_and_scanned(&text) {
+                proptest::prop_assert_eq!(anchored, scanned);
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod corpus;
 pub mod detectors;
 pub mod engine;
+pub mod keywords;
 pub mod stage;
 pub mod vault;
 

@@ -10,7 +10,7 @@ use super::{byte_before, runs_in, runs_on, EntityType, RuleSpec, Trigger};
 pub const RULE: RuleSpec = RuleSpec {
     kind: EntityType::Card,
     pattern: PATTERN,
-    trigger: Trigger::Digits(13),
+    trigger: Trigger::Digits(13, may_start),
     confirm,
     base: 1.0,
     context: &[],
@@ -18,12 +18,16 @@ pub const RULE: RuleSpec = RuleSpec {
 
 pub const PATTERN: &str = r"[0-9](?:[ \-]?[0-9]){12,18}";
 
+/// A card number begins with an issuer digit (2-6), not inside a longer number or word, and
+/// not after a `+` (a phone number's country code).
+pub fn may_start(text: &str, start: usize) -> bool {
+    matches!(text.as_bytes()[start], b'2'..=b'6')
+        && !runs_in(text, start)
+        && byte_before(text, start) != Some(b'+')
+}
+
 pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
-    if runs_in(text, start) || byte_before(text, start) == Some(b'+') {
-        return None;
-    }
-    let first = text.as_bytes()[start];
-    if !(b'2'..=b'6').contains(&first) {
+    if !may_start(text, start) {
         return None;
     }
     // The regex is greedy: `4111 1111 1111 1111 2024` gives 19 digits. Try the whole candidate,

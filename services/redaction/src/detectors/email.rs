@@ -10,13 +10,27 @@ use super::{byte_at, byte_before, is_word, EntityType, RuleSpec, Trigger};
 pub const RULE: RuleSpec = RuleSpec {
     kind: EntityType::Email,
     pattern: PATTERN,
-    trigger: Trigger::Keywords(&["@"]),
+    trigger: Trigger::AtSign,
     confirm,
     base: 1.0,
     context: &[],
 };
 
 pub const PATTERN: &str = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}\b";
+
+/// Where the regex would first match an address whose `@` is at `at`, searching from `from`:
+/// the start of the run of local-part characters before it (ASCII, as the pattern is), or `at`
+/// itself when there is none (and so no candidate).
+pub fn local_part_start(text: &str, from: usize, at: usize) -> usize {
+    let bytes = text.as_bytes();
+    let mut start = at;
+    while start > from
+        && matches!(bytes[start - 1], b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'%' | b'+' | b'-')
+    {
+        start -= 1;
+    }
+    start
+}
 
 pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     // The pattern is ASCII-only; a local part such as `jörg` starts before where it matched.

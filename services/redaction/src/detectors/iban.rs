@@ -11,7 +11,7 @@ pub const PATTERN: &str = r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{
 pub const RULE: RuleSpec = RuleSpec {
     kind: EntityType::Iban,
     pattern: PATTERN,
-    trigger: Trigger::Digits(10),
+    trigger: Trigger::Digits(10, may_start),
     confirm,
     base: 1.0,
     context: &["iban", "account", "bank", "transfer", "sepa"],
@@ -60,8 +60,13 @@ const LENGTHS: &[(&str, usize)] = &[
     ("TR", 26),
 ];
 
+/// An IBAN begins with a capital letter (its country code) that no word character precedes.
+pub fn may_start(text: &str, start: usize) -> bool {
+    text.as_bytes()[start].is_ascii_uppercase() && !byte_before(text, start).is_some_and(is_word)
+}
+
 pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
-    if byte_before(text, start).is_some_and(is_word) {
+    if !may_start(text, start) {
         return None;
     }
     // Greedy groups may take a following word (`… 0130 00 TEST`): try shorter candidates

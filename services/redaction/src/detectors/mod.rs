@@ -184,17 +184,27 @@ impl Span {
     }
 }
 
+/// Whether a candidate of a rule may begin at a byte offset of a text: a necessary condition
+/// of its confirmation that depends on the start alone (a card's issuer digit, nothing glued
+/// before it). Offsets where it fails are not tried at all.
+pub type StartTest = fn(&str, usize) -> bool;
+
 /// What must be present in a text before a rule's regex runs at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Trigger {
-    /// Any of these (ASCII case-insensitive) keywords, found by the one Aho-Corasick pass.
+    /// Any of these (ASCII case-insensitive) keywords, found by the one keyword pass.
     Keywords(&'static [&'static str]),
     /// Any of these keywords, and every match begins with one of them (a token's fixed
     /// prefix): the regex is only tried anchored where one was found, not over the text.
     Prefixes(&'static [&'static str]),
     /// A run of at least this many digits, joined by at most two separators (` -./()+`) at a
-    /// time: the shape of every number-like entity.
-    Digits(u32),
+    /// time: the shape of every number-like entity. The regex is tried anchored, only at the
+    /// offsets near such a run that pass the [`StartTest`]: no search through the window, no
+    /// reverse search for where a match began.
+    Digits(u32, StartTest),
+    /// An `@`: the regex (an e-mail address) is tried anchored at the start of the local part
+    /// before each `@` ([`email::local_part_start`]), not searched for over the text.
+    AtSign,
     /// At least three `digit.digit` joints (a dotted quad).
     DottedDigits,
     /// A digit, a space and a capital letter (`221 Baker`).

@@ -15,7 +15,7 @@ const CONTEXT: &[&str] = &[
 pub const RULE: RuleSpec = RuleSpec {
     kind: EntityType::Phone,
     pattern: PATTERN,
-    trigger: Trigger::Digits(9),
+    trigger: Trigger::Digits(9, may_start),
     confirm,
     base: 0.7,
     context: CONTEXT,
@@ -32,17 +32,20 @@ pub const PATTERN: &str = concat!(
     r"|\(0[1-9][0-9]{0,3}\)[ \-]?[0-9]{2,4}(?:[ .\-]?[0-9]{2,4}){1,3}",
 );
 
+/// A phone number begins with `+`, `(` or a digit; an international one not glued to a word
+/// or another `+`, a national one not inside a longer number or word, nor after a `+`.
+pub fn may_start(text: &str, start: usize) -> bool {
+    match text.as_bytes()[start] {
+        b'+' => !byte_before(text, start).is_some_and(|b| b.is_ascii_alphanumeric() || b == b'+'),
+        b'(' | b'0'..=b'9' => !runs_in(text, start) && byte_before(text, start) != Some(b'+'),
+        _ => false,
+    }
+}
+
 pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     let candidate = &text.as_bytes()[start..end];
     let digits = candidate.iter().filter(|b| b.is_ascii_digit()).count();
-    if !(9..=15).contains(&digits) {
-        return None;
-    }
-    if candidate[0] == b'+' {
-        if byte_before(text, start).is_some_and(|b| b.is_ascii_alphanumeric() || b == b'+') {
-            return None;
-        }
-    } else if runs_in(text, start) || byte_before(text, start) == Some(b'+') {
+    if !(9..=15).contains(&digits) || !may_start(text, start) {
         return None;
     }
     if runs_on(text, end) {

@@ -11,7 +11,7 @@ pub const RULES: [RuleSpec; 3] = [
     RuleSpec {
         kind: EntityType::Ssn,
         pattern: r"[0-9]{3}-[0-9]{2}-[0-9]{4}",
-        trigger: Trigger::Digits(9),
+        trigger: Trigger::Digits(9, may_start),
         confirm,
         base: 0.5,
         context: CONTEXT,
@@ -34,8 +34,13 @@ pub const RULES: [RuleSpec; 3] = [
     },
 ];
 
+/// An SSN begins with a digit that is not inside a longer number or word.
+pub fn may_start(text: &str, start: usize) -> bool {
+    text.as_bytes()[start].is_ascii_digit() && !runs_in(text, start)
+}
+
 pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
-    if runs_in(text, start) || runs_on(text, end) {
+    if !may_start(text, start) || runs_on(text, end) {
         return None;
     }
     let digits: Vec<u32> = text[start..end]
