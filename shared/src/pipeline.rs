@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::body::audit::AuditOutcome;
 use crate::body::exchange::Exchange;
 use crate::bus::{
-    audit_publication, publish_once, result_publications, run_consumer, Bus, ConsumerSpec,
+    audit_publication, publish_once, result_publications, run_flowing_consumer, Bus, ConsumerSpec,
     Disposition, Publication,
 };
 use crate::envelope::{Envelope, Step};
@@ -61,7 +61,9 @@ where
     let handler = &handler;
     let bus_ref = &bus;
     let ledger_ref = &ledger;
-    run_consumer(
+    // Requests are independent of each other: each is handled and acked on its own, with up to
+    // `bus.batch_size` in hand (see `bus::flow`), so none waits for another's round trips.
+    run_flowing_consumer(
         &bus,
         spec,
         Some(ledger.clone()),

@@ -6,10 +6,13 @@
 //! sealing stage creates the file (as the audit service creates its signing key). Erasure is
 //! destroying the key ([`TenantKeys::destroy`]): every sealed copy — in sled, in the audit
 //! stream, in exports and backups — becomes unreadable at once, while the chain, which hashes
-//! the ciphertext, still verifies. The key is read from disk on every seal, not cached, so a
-//! destroyed key stops being used by a running fleet with its next payload.
+//! the ciphertext, still verifies. The key file is looked at on every seal, so a destroyed key
+//! stops being used by a running fleet with its next payload: a `stat` each time, and the file
+//! read again only when it is not the version read last (see [`FileStamp`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -170,14 +173,113 @@ pub fn env_var(tenant: &str) -> String {
 }
 
 /// Where the tenants' keys are: a folder of `<tenant>.key` files, and the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TenantKeys {
     dir: PathBuf,
+    /// The key files read so far, each with the stamp of the version read. Shared by clones.
+    read: Arc<Mutex<HashMap<PathBuf, (FileStamp, TenantKey)>>>,
+}
+
+impl PartialEq for TenantKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.dir == other.dir
+    }
+}
+
+impl Eq for TenantKeys {}
+
+/// What tells one version of a key file from another: a file rewritten, replaced or removed
+/// has another inode, size, or modification or change time, so its key is read again (or, when
+/// removed, no longer used; see [`SETTLED`] for a rewrite within the clock's granularity). One `stat` per seal instead of an open, read and close plus the
+/// hex decoding: the redaction service seals two payloads per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// File times are taken from a coarse clock (a few ms), so a file rewritten in place with a key
+/// of the same length right after it was read could keep its stamp. A file is therefore
+/// remembered only once its last change is this old: any later change then shows as a newer
+/// time (the trick git uses against "racily clean" files).
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl FileStamp {
+    /// Whether the file last changed long enough ago for any later change to show.
+    fn settled(&self) -> bool {
+        let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) else {
+            return false;
+        };
+        let newest = self.mtime.max(self.ctime).0;
+        now.as_secs() as i64 >= newest.saturating_add(SETTLED.as_secs() as i64 + 1)
+    }
+
+    /// `None` where the platform gives no inode and change time: the file is then read each time.
+    fn of(meta: &std::fs::Metadata) -> Option<FileStamp> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Some(FileStamp {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                len: meta.len(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                ctime: (meta.ctime(), meta.ctime_nsec()),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            None
+        }
+    }
 }
 
 impl TenantKeys {
     pub fn new(dir: impl Into<PathBuf>) -> TenantKeys {
-        TenantKeys { dir: dir.into() }
+        TenantKeys {
+            dir: dir.into(),
+            read: Arc::default(),
+        }
+    }
+
+    /// The key in the file at `path`, `None` when there is no such file.
+    fn read_file(&self, path: &Path) -> Result<Option<TenantKey>, KeyError> {
+        let mut read = self.read.lock().unwrap_or_else(|p| p.into_inner());
+        // Stamped before reading: a file changed in between is read again next time.
+        let stamp = match std::fs::metadata(path) {
+            Ok(meta) => FileStamp::of(&meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                read.remove(path);
+                return Ok(None);
+            }
+            Err(e) => return Err(io(path, e)),
+        };
+        if let (Some(stamp), Some((seen, key))) = (stamp, read.get(path)) {
+            if stamp == *seen {
+                return Ok(Some(key.clone()));
+            }
+        }
+        let key = match std::fs::read_to_string(path) {
+            Ok(text) => TenantKey::from_hex(&text, &path.display().to_string())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                read.remove(path);
+                return Ok(None);
+            }
+            Err(e) => return Err(io(path, e)),
+        };
+        match stamp.filter(|s| s.settled()) {
+            Some(stamp) => {
+                read.insert(path.to_path_buf(), (stamp, key.clone()));
+            }
+            None => {
+                read.remove(path);
+            }
+        }
+        Ok(Some(key))
     }
 
     /// The default folder under a fleet's data folder.
@@ -204,11 +306,7 @@ impl TenantKeys {
         if let Ok(text) = std::env::var(&var) {
             return TenantKey::from_hex(&text, &var).map(Some);
         }
-        match std::fs::read_to_string(&path) {
-            Ok(text) => TenantKey::from_hex(&text, &path.display().to_string()).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path, e)),
-        }
+        self.read_file(&path)
     }
 
     /// The tenant's key, or `NoKey` naming where it was looked for.
@@ -362,6 +460,31 @@ mod tests {
         assert_eq!(keys.destroy("acme").unwrap(), None);
         let rotated = keys.load_or_create("acme").unwrap();
         assert_ne!(rotated.id(), key.id());
+    }
+
+    #[test]
+    fn a_key_file_replaced_or_removed_behind_a_clone_is_seen_at_the_next_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = TenantKeys::new(dir.path());
+        // The sealer holds a clone; the operator's tool works on its own value.
+        let sealer = keys.clone();
+        let first = sealer.load_or_create("acme").unwrap();
+        assert_eq!(sealer.require("acme").unwrap().id(), first.id());
+        let path = keys.path("acme").unwrap();
+        // Replaced in place by another key of the same length.
+        std::fs::write(&path, "cd".repeat(32)).unwrap();
+        assert_eq!(sealer.require("acme").unwrap().bytes, [0xcd; 32]);
+        // Removed without `destroy`: no key, at once.
+        std::fs::remove_file(&path).unwrap();
+        assert!(sealer.load("acme").unwrap().is_none());
+        // Destroyed through another value: the clone no longer finds it either.
+        let second = sealer.load_or_create("acme").unwrap();
+        assert_ne!(second.id(), first.id());
+        assert_eq!(
+            TenantKeys::new(dir.path()).destroy("acme").unwrap(),
+            Some(second.id())
+        );
+        assert!(sealer.load("acme").unwrap().is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use chrono::Utc;
 use mcplane_shared::bus::{
-    audit_publication, publish_once, result_publications, run_consumer, Bus, ConsumerSpec,
+    audit_publication, publish_once, result_publications, run_flowing_consumer, Bus, ConsumerSpec,
     Disposition, Publication,
 };
 use mcplane_shared::ledger::Ledger;
@@ -47,7 +47,8 @@ impl AuthorizeStage {
             durable: self.bus.subjects.durable(Service::Auth, ""),
             filters: vec![self.bus.subjects.requests_submit()],
         };
-        run_consumer(
+        // Each request on its own, as the later stages (`mcplane_shared::pipeline::run_stage`).
+        run_flowing_consumer(
             &self.bus,
             spec,
             Some(self.ledger.clone()),

@@ -121,7 +121,12 @@ impl RedactStage {
                     }
                 };
                 if let (Some(vault), false) = (&self.vault, entry.is_empty()) {
-                    vault.forget(&env_tenant(&outcome), env_id(&outcome)).await;
+                    // Best effort and nobody waits for it: the hand-off need not wait a round
+                    // trip for a purge whose failure changes nothing (the max age removes the
+                    // entry anyway).
+                    let (vault, tenant, id) =
+                        (vault.clone(), env_tenant(&outcome), env_id(&outcome));
+                    tokio::spawn(async move { vault.forget(&tenant, id).await });
                 }
                 outcome
             }

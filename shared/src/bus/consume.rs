@@ -1,7 +1,8 @@
 //! The consume loop every worker runs: pull a batch, handle its messages concurrently, make the
 //! ledger durable once for the batch, then ack, nak with a delay, or terminate each message.
 //! A stage whose work gains from seeing the whole batch at once (a partition owner writing its
-//! state once per batch) takes the batch with [`run_batch_consumer`] instead.
+//! state once per batch) takes the batch with [`run_batch_consumer`] instead; the request
+//! stages, whose messages are independent, run the flowing loop of [`super::flow`].
 //!
 //! Acking only after the ledger flush is what makes a crash safe: a message acked is a message
 //! whose effects are on disk, and a message not acked is redelivered and answered from the
@@ -183,6 +184,28 @@ async fn handle_chunk<H, F>(
         outcomes = vec![Disposition::Nak(Duration::from_secs(1)); chunk.len()];
     }
 
+    settle(
+        bus,
+        name,
+        chunk.into_iter().zip(outcomes),
+        ledger,
+        max_deliver,
+    )
+    .await;
+    metrics::histogram!("mcplane_batch_seconds", "consumer" => name.to_string())
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Makes the ledger durable once for `handled`, then acks, naks or terminates each message
+/// (or, when the flush fails, naks them all: nothing may be acked without a durable ledger).
+pub(super) async fn settle(
+    bus: &Bus,
+    name: &str,
+    handled: impl IntoIterator<Item = (jetstream::Message, Disposition)>,
+    ledger: Option<&dyn Ledger>,
+    max_deliver: i64,
+) {
+    let handled: Vec<_> = handled.into_iter().collect();
     if let Some(ledger) = ledger {
         let flushed = ledger.flush();
         // Readiness follows the last flush: a full or read-only disk shows in `/readyz`.
@@ -195,14 +218,14 @@ async fn handle_chunk<H, F>(
             tracing::error!(consumer = %name, error = %e, "ledger flush failed; batch will be redelivered");
             metrics::counter!("mcplane_ledger_errors_total", "consumer" => name.to_string())
                 .increment(1);
-            for m in &chunk {
+            for (m, _) in &handled {
                 let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
             return;
         }
     }
 
-    for (m, outcome) in chunk.iter().zip(outcomes) {
+    for (m, outcome) in handled {
         let delivered = m.info().map(|i| i.delivered).unwrap_or(1);
         let (kind, label) = match outcome {
             Disposition::Ack => (AckKind::Ack, "ack"),
@@ -222,6 +245,4 @@ async fn handle_chunk<H, F>(
             tracing::warn!(consumer = %name, error = %e, "ack failed; message will be redelivered");
         }
     }
-    metrics::histogram!("mcplane_batch_seconds", "consumer" => name.to_string())
-        .record(started.elapsed().as_secs_f64());
 }
