@@ -1140,6 +1140,138 @@ mod tests {
         }
     }
 
+    /// What [`Engine::find`] must return, the slow way: every rule that its keywords (if any)
+    /// switch on scans the whole text, with none of the shape gates, windows, anchored tries
+    /// or start tests that make `find` fast. The keyword pass itself is checked against
+    /// Aho-Corasick in [`crate::keywords`].
+    fn reference_find(engine: &Engine, text: &str) -> Vec<Span> {
+        let mut found = Vec::new();
+        let mut active = 0u128;
+        let mut context = Vec::new();
+        engine.keywords.for_each(text, |s, e, id| {
+            let role = &engine.roles[id];
+            active |= role.triggers;
+            if role.context_of != 0 {
+                context.push((s, e, role.context_of));
+            }
+            if let Some(name) = &role.person {
+                if text[s..e] == **name
+                    && !byte_before(text, s).is_some_and(is_word)
+                    && !byte_at(text, e).is_some_and(is_word)
+                {
+                    let kind = EntityType::Person;
+                    found.push((
+                        Span {
+                            start: s,
+                            end: e,
+                            kind,
+                        },
+                        0,
+                    ));
+                }
+            }
+        });
+        for (i, rule) in engine.rules.iter().enumerate() {
+            let bit = 1u128 << i.min(127);
+            if engine.keyword_gated & bit != 0 && active & bit == 0 {
+                continue;
+            }
+            engine.scan(i, rule, text, 0, text.len(), &context, &mut found);
+        }
+        resolve_overlaps(&mut found);
+        found.into_iter().map(|(s, _)| s).collect()
+    }
+
+    fn with_names() -> Engine {
+        let names: Vec<&str> = crate::corpus::PEOPLE.to_vec();
+        Engine::build(&EngineSpec {
+            kinds: &EntityType::ALL,
+            patterns: Vec::new(),
+            names,
+            allow: Vec::new(),
+            threshold: 0.5,
+        })
+        .unwrap()
+    }
+
+    /// Entities, near-misses and corpus sentences glued by the separators that make number
+    /// shapes ambiguous.
+    fn glued(seed: u64, parts: usize) -> String {
+        use crate::corpus::{entity, generate, Rng};
+        const GLUE: &[&str] = &[
+            " ", "", "-", ".", ":", "+", "/", "(", ")", "_", "@", "\n", " 1", "9",
+        ];
+        const KINDS: &[&str] = &[
+            "EMAIL",
+            "PHONE",
+            "CARD",
+            "IBAN",
+            "SSN",
+            "IP",
+            "MAC",
+            "DOB",
+            "ADDRESS",
+            "PERSON",
+            "AWS_ACCESS_KEY",
+            "AWS_SECRET_KEY",
+            "GITHUB_TOKEN",
+            "JWT",
+            "BASIC_AUTH",
+            "PASSWORD",
+            "MCPLANE_KEY",
+            "BEARER_TOKEN",
+            "API_KEY",
+        ];
+        let mut rng = Rng::new(seed);
+        let mut text = String::new();
+        for _ in 0..parts {
+            text.push_str(rng.pick(GLUE));
+            if rng.below(3) == 0 {
+                let sample = &generate(rng.next_u64(), 1)[0].text;
+                let cut = floor_boundary(sample, rng.below(sample.len() + 1));
+                if rng.below(2) == 0 {
+                    text.push_str(&sample[..cut]);
+                } else {
+                    text.push_str(&sample[cut..]);
+                }
+            } else {
+                let kind = rng.pick(KINDS);
+                text.push_str(&entity(&mut rng, kind));
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn find_agrees_with_full_scans_on_the_corpus() {
+        let engine = with_names();
+        let corpus = crate::corpus::generate(77, 2000);
+        let mut entities = 0;
+        for sample in &corpus {
+            let found = engine.find(&sample.text);
+            entities += found.len();
+            assert_eq!(
+                found,
+                reference_find(&engine, &sample.text),
+                "{}",
+                sample.text
+            );
+        }
+        assert!(
+            entities > 2000,
+            "the corpus is dense in entities: {entities}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn find_agrees_with_full_scans_on_glued_fragments(seed in proptest::prelude::any::<u64>(), parts in 1usize..8) {
+            let engine = with_names();
+            let text = glued(seed, parts);
+            proptest::prop_assert_eq!(engine.find(&text), reference_find(&engine, &text), "{}", text);
+        }
+    }
+
     #[test]
     fn context_words_lift_weak_candidates() {
         let r = all();
