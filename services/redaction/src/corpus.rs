@@ -346,12 +346,17 @@ pub fn entity(rng: &mut Rng, kind: &str) -> String {
                 _ => format!("{d:02}/{m:02}/{y}"),
             }
         }
-        "ADDRESS" => format!(
-            "{} {} {}",
-            rng.range(1, 2400),
-            rng.pick(STREETS),
-            rng.pick(SUFFIXES)
-        ),
+        "ADDRESS" => {
+            // Some house numbers carry a letter (`221B`); derived from the number so that the
+            // random stream, and with it the rest of the corpus, stays as it was.
+            let number = rng.range(1, 2400);
+            let letter = if number % 7 == 3 { "B" } else { "" };
+            format!(
+                "{number}{letter} {} {}",
+                rng.pick(STREETS),
+                rng.pick(SUFFIXES)
+            )
+        }
         "PERSON" => rng.pick(PEOPLE).to_string(),
         "AWS_ACCESS_KEY" => format!("AKIA{}", rng.chars(UPPER_DIGITS, 16)),
         "AWS_SECRET_KEY" => {

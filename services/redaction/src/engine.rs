@@ -21,8 +21,8 @@ use regex::Regex;
 
 use crate::config::{Config, CustomPattern, MAX_RULES};
 use crate::detectors::{
-    builtin_rules, byte_at, byte_before, confirm_standalone, email, is_word, Confirm, EntityType,
-    Span, StartTest, Trigger, CONTEXT_BOOST,
+    builtin_rules, byte_at, byte_before, confirm_standalone, email, is_word, may_start_number,
+    Confirm, EntityType, Span, StartTest, Trigger, CONTEXT_BOOST,
 };
 use crate::keywords::Keywords;
 
@@ -86,16 +86,22 @@ struct Keyword {
 /// The number shapes in a text that gate the numeric rules.
 #[derive(Debug, Clone, Default)]
 struct Shapes {
-    /// The longest chain of `digit.digit` joints at most four bytes apart (3 in a dotted quad).
-    dotted: u32,
+    /// Chains of at least three `digit.digit` joints, each at most four bytes from the last (a
+    /// dotted quad has three): (first joint, last joint). The IPv4 rule searches only these.
+    dotted: Vec<(usize, usize)>,
     /// The longest chain of `hex:hex` joints at most five bytes apart (5 in a MAC, 7 in a full
     /// IPv6 address, 2 in a timestamp).
     hex_colons: u32,
-    double_colon: bool,
+    /// Chains of colons at most five bytes apart that hold a `::` or at least five `hex:hex`
+    /// joints: (first colon, last colon). Every IPv6 address lies in one (it is compressed, or
+    /// has seven colons, or six before an embedded IPv4 address), so the IPv6 rule searches
+    /// only these; a timestamp's chain (two joints) is never searched.
+    colon_chains: Vec<(usize, usize)>,
     /// The same for `hex-hex` (5 in a MAC, 4 in a UUID).
     hex_dashes: u32,
-    /// A digit, a space and a capital letter: the start of a street address.
-    number_then_capital: bool,
+    /// Where a group of digits followed by at most one letter, a space and a capital letter
+    /// begins (`221B Baker`, `1600 Pennsylvania`): the only places a street address can start.
+    number_then_capital: Vec<usize>,
     /// Runs of at least [`CLUSTER_MIN`] digits: (first digit, end of last digit, digits).
     /// The `Digits` rules search only around these.
     clusters: Vec<(usize, usize, u32)>,
@@ -212,7 +218,7 @@ impl Engine {
                     anchored = Some(compile(r.kind.as_str(), &pattern)?);
                     Some(r.trigger)
                 }
-                Trigger::Digits(..) | Trigger::AtSign => {
+                Trigger::Digits(..) | Trigger::AtSign | Trigger::NumberThenCapital => {
                     let pattern = format!(r"\A(?:{})", r.pattern);
                     anchored = Some(compile(r.kind.as_str(), &pattern)?);
                     Some(r.trigger)
@@ -369,13 +375,36 @@ impl Engine {
                     }
                     false
                 }
-                Some(Trigger::DottedDigits) => shapes.dotted >= 3,
-                Some(Trigger::NumberThenCapital) => shapes.number_then_capital,
-                Some(Trigger::Ipv6Colons) => shapes.double_colon || shapes.hex_colons >= 5,
+                Some(Trigger::DottedDigits) => {
+                    // Every dotted quad lies within its chain of joints, with one to three
+                    // digits either side.
+                    let windows = shapes
+                        .dotted
+                        .iter()
+                        .map(|&(first, last)| (first.saturating_sub(4), last + 5));
+                    self.scan_windows(i, rule, text, windows, &context, &mut found);
+                    false
+                }
+                Some(Trigger::NumberThenCapital) => {
+                    let starts = shapes.number_then_capital.iter().copied();
+                    self.scan_anchored(i, rule, text, starts, &context, &mut found);
+                    false
+                }
+                Some(Trigger::Ipv6Colons) => {
+                    // A group (four hex digits) before the first colon, a group and an embedded
+                    // IPv4 address (`.1.2.3`, twelve bytes) after the last.
+                    let windows = shapes
+                        .colon_chains
+                        .iter()
+                        .map(|&(first, last)| (first.saturating_sub(4), last + 17));
+                    self.scan_windows(i, rule, text, windows, &context, &mut found);
+                    false
+                }
                 Some(Trigger::MacSeparators) => shapes.hex_colons >= 5 || shapes.hex_dashes >= 5,
                 Some(Trigger::Prefixes(_)) => {
                     if active & bit != 0 {
-                        self.scan_anchored(i, rule, text, &anchors, &context, &mut found);
+                        let starts = anchors.iter().filter(|a| a.1 & bit != 0).map(|a| a.0);
+                        self.scan_anchored(i, rule, text, starts, &context, &mut found);
                     }
                     false
                 }
@@ -392,26 +421,25 @@ impl Engine {
         found.into_iter().map(|(s, _)| s).collect()
     }
 
-    /// Tries a [`Trigger::Prefixes`] rule's anchored regex at each place one of its keywords
-    /// starts (`anchors`, in text order); after a confirmed match, keywords inside it are
-    /// skipped, as a scan would.
-    #[allow(clippy::too_many_arguments)]
+    /// Tries a rule's anchored regex at each place a match may start (in text order, on char
+    /// boundaries): where one of a [`Trigger::Prefixes`] rule's keywords starts, or where a
+    /// [`Trigger::NumberThenCapital`] number does. After a confirmed match, starts inside it
+    /// are skipped, as a scan would.
     fn scan_anchored(
         &self,
         i: usize,
         rule: &Rule,
         text: &str,
-        anchors: &[(usize, u128)],
+        starts: impl Iterator<Item = usize>,
         context: &[(usize, usize, u128)],
         out: &mut Vec<(Span, usize)>,
     ) {
         let Some(re) = &rule.anchored else {
             return;
         };
-        let bit = 1u128 << i.min(127);
         let mut next = 0;
-        for &(at, rules) in anchors {
-            if rules & bit == 0 || at < next {
+        for at in starts {
+            if at < next {
                 continue;
             }
             next = at + 1;
@@ -447,10 +475,12 @@ impl Engine {
         let Some(re) = &rule.anchored else {
             return;
         };
+        let bytes = text.as_bytes();
         let mut at = from;
         while at < to {
-            // Every start test requires an ASCII byte, so `at` is a char boundary when it passes.
-            if !starts(text, at) {
+            // Every start test requires an ASCII byte, so `at` is a char boundary when it passes;
+            // and none passes where the cheap, inlined common condition fails.
+            if !may_start_number(bytes, at) || !starts(text, at) {
                 at += 1;
                 continue;
             }
@@ -569,6 +599,34 @@ impl Engine {
         }
     }
 
+    /// Runs one rule's regex over windows of the text (in order of their start; overlapping
+    /// ones merged; widened to char boundaries and cut at the end of the text).
+    fn scan_windows(
+        &self,
+        i: usize,
+        rule: &Rule,
+        text: &str,
+        windows: impl Iterator<Item = (usize, usize)>,
+        context: &[(usize, usize, u128)],
+        out: &mut Vec<(Span, usize)>,
+    ) {
+        let mut window: Option<(usize, usize)> = None;
+        for (from, to) in windows {
+            let (from, to) = (floor_boundary(text, from), ceil_boundary(text, to));
+            match window {
+                Some((f, t)) if from <= t => window = Some((f, t.max(to))),
+                Some((f, t)) => {
+                    self.scan(i, rule, text, f, t, context, out);
+                    window = Some((from, to));
+                }
+                None => window = Some((from, to)),
+            }
+        }
+        if let Some((f, t)) = window {
+            self.scan(i, rule, text, f, t, context, out);
+        }
+    }
+
     /// Runs one rule's regex over `text[from..to]` (confirming against the whole text). A
     /// rejected candidate only moves the search on by one character, so a near-miss right
     /// before a real entity cannot hide it.
@@ -667,6 +725,8 @@ const CLASSES: [u8; 256] = {
 /// A chain of separator joints (`1.2`, `ab:cd`) close to each other.
 #[derive(Default)]
 struct Chain {
+    /// Where the current streak's first joint is.
+    first: usize,
     last: usize,
     streak: u32,
     best: u32,
@@ -674,51 +734,104 @@ struct Chain {
 
 impl Chain {
     fn joint(&mut self, at: usize, max_gap: usize) {
-        self.streak = if self.streak > 0 && at - self.last <= max_gap {
-            self.streak + 1
+        if self.streak > 0 && at - self.last <= max_gap {
+            self.streak += 1;
         } else {
-            1
-        };
+            self.streak = 1;
+            self.first = at;
+        }
         self.last = at;
         self.best = self.best.max(self.streak);
     }
 }
 
+/// Whether any of the eight bytes of `x` lies strictly between `m` and `n` (`m` ≤ 127,
+/// `n` ≤ 128; bytes ≥ 128 never do). Bit Twiddling Hacks' `hasbetween`.
+#[inline]
+fn has_between(x: u64, m: u8, n: u8) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    let low = x & (ONES * 127);
+    (ONES * (127 + u64::from(n))).wrapping_sub(low)
+        & !x
+        & low.wrapping_add(ONES * (127 - u64::from(m)))
+        & (ONES * 128)
+        != 0
+}
+
 /// One pass over the bytes: runs of digits joined by at most two separators at a time
 /// (` -./()+`), and chains of `digit.digit`, `hex:hex` and `hex-hex` joints. Outside a digit
-/// run (most bytes) only a table lookup and two compares are done.
+/// run only digits, `-` and `:` matter, so eight bytes at a time without one (most prose) are
+/// skipped with one range test.
 fn shapes(text: &str) -> Shapes {
     let bytes = text.as_bytes();
     let hex_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_hexdigit);
     let (mut dots, mut colons, mut dashes) = (Chain::default(), Chain::default(), Chain::default());
-    let (mut double_colon, mut number_then_capital) = (false, false);
-    let mut clusters = Vec::new();
-    let (mut run, mut sep, mut run_start, mut run_end) = (0u32, 0u32, 0usize, 0usize);
-    let mut separator = |i: usize, b: u8, double_colon: &mut bool| {
-        if i == 0 {
-            return;
+    // The colon chain being built: (first colon, last colon, holds `::`, hex joints).
+    let mut chain: Option<(usize, usize, bool, u32)> = None;
+    let mut colon_chains = Vec::new();
+    let close = |chain: Option<(usize, usize, bool, u32)>, chains: &mut Vec<(usize, usize)>| {
+        if let Some((first, last, double, joints)) = chain {
+            if double || joints >= 5 {
+                chains.push((first, last));
+            }
         }
+    };
+    let (mut dotted, mut number_then_capital, mut clusters) = (Vec::new(), Vec::new(), Vec::new());
+    // The digit run (digits joined by up to two separators), and the group of adjacent digits
+    // it ends with.
+    let (mut run, mut sep, mut run_start, mut run_end, mut group_start) = (0u32, 0u32, 0, 0, 0);
+    let mut separator = |i: usize, b: u8, chain: &mut Option<(usize, usize, bool, u32)>| {
         if b == b':' {
-            *double_colon |= bytes[i - 1] == b':';
-            if hex_at(i - 1) && hex_at(i + 1) {
+            let joint = i > 0 && hex_at(i - 1) && hex_at(i + 1);
+            if joint {
                 colons.joint(i, 5);
             }
-        } else if hex_at(i - 1) && hex_at(i + 1) {
+            let double = i > 0 && bytes[i - 1] == b':';
+            match chain {
+                Some((_, last, d, joints)) if i - *last <= 5 => {
+                    *last = i;
+                    *d |= double;
+                    *joints += u32::from(joint);
+                }
+                _ => {
+                    close(chain.take(), &mut colon_chains);
+                    *chain = Some((i, i, false, u32::from(joint)));
+                }
+            }
+        } else if i > 0 && hex_at(i - 1) && hex_at(i + 1) {
             dashes.joint(i, 5);
         }
     };
-    for (i, &b) in bytes.iter().enumerate() {
+    let capital_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_uppercase);
+    let mut i = 0;
+    while i < bytes.len() {
+        if run == 0 {
+            // `-` (0x2d) to `:` (0x3a) holds every digit, `-` and `:`.
+            if let Some(chunk) = bytes.get(i..i + 8) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                if !has_between(u64::from_le_bytes(word), 0x2c, 0x3b) {
+                    i += 8;
+                    continue;
+                }
+            }
+        }
+        let b = bytes[i];
         let class = CLASSES[usize::from(b)];
         if run == 0 && class != DIGIT {
             if class == COLON || class == DASH {
-                separator(i, b, &mut double_colon);
+                separator(i, b, &mut chain);
             }
+            i += 1;
             continue;
         }
         match class {
             DIGIT => {
                 if run == 0 {
                     run_start = i;
+                }
+                if run == 0 || sep > 0 {
+                    group_start = i;
                 }
                 run += 1;
                 run_end = i + 1;
@@ -727,15 +840,20 @@ fn shapes(text: &str) -> Shapes {
             SEP | DASH | DOT => {
                 sep += 1;
                 if class == DASH {
-                    separator(i, b, &mut double_colon);
+                    separator(i, b, &mut chain);
                 } else if class == DOT
                     && bytes[i - 1].is_ascii_digit()
                     && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
                 {
                     dots.joint(i, 4);
+                    if dots.streak == 3 {
+                        dotted.push((dots.first, i));
+                    } else if let Some(chain) = dotted.last_mut().filter(|_| dots.streak > 3) {
+                        chain.1 = i;
+                    }
                 }
-                if b == b' ' && sep == 1 && bytes.get(i + 1).is_some_and(u8::is_ascii_uppercase) {
-                    number_then_capital = true;
+                if b == b' ' && sep == 1 && capital_at(i + 1) {
+                    number_then_capital.push(group_start);
                 }
                 if sep > 2 {
                     if run >= CLUSTER_MIN {
@@ -746,7 +864,13 @@ fn shapes(text: &str) -> Shapes {
             }
             _ => {
                 if class == COLON {
-                    separator(i, b, &mut double_colon);
+                    separator(i, b, &mut chain);
+                } else if sep == 0
+                    && b.is_ascii_alphabetic()
+                    && bytes.get(i + 1) == Some(&b' ')
+                    && capital_at(i + 2)
+                {
+                    number_then_capital.push(group_start);
                 }
                 if run >= CLUSTER_MIN {
                     clusters.push((run_start, run_end, run));
@@ -755,14 +879,16 @@ fn shapes(text: &str) -> Shapes {
                 sep = 0;
             }
         }
+        i += 1;
     }
     if run >= CLUSTER_MIN {
         clusters.push((run_start, run_end, run));
     }
+    close(chain, &mut colon_chains);
     Shapes {
-        dotted: dots.best,
+        dotted,
         hex_colons: colons.best,
-        double_colon,
+        colon_chains,
         hex_dashes: dashes.best,
         number_then_capital,
         clusters,

@@ -33,11 +33,12 @@ const FOLD: [u8; 256] = {
     t
 };
 
-fn bucket(a: u8, b: u8, c: u8) -> usize {
-    let key = u32::from(FOLD[usize::from(a)])
-        | u32::from(FOLD[usize::from(b)]) << 8
-        | u32::from(FOLD[usize::from(c)]) << 16;
-    (key.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
+/// The bucket of the three bytes in the low 24 bits of `key`. They are folded only coarsely
+/// (`| 0x20` makes `A` and `a` one, and also `@` and `` ` ``), so that a position of text is
+/// hashed straight from one four-byte load; the exact, [`FOLD`]ed comparison follows a hit.
+#[inline]
+fn bucket(key: u32) -> usize {
+    (((key | 0x0020_2020) & 0x00ff_ffff).wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
 }
 
 /// A compiled set of keywords; ids are their positions in the list it was built from.
@@ -46,9 +47,9 @@ pub struct Keywords {
     /// Keywords of three bytes or more, lower-cased, with their ids, grouped by bucket:
     /// bucket `h` holds `long[first[h]..first[h + 1]]`.
     long: Vec<(Box<[u8]>, u32)>,
-    first: Vec<u16>,
+    first: Box<[u16; BUCKETS + 1]>,
     /// Which buckets hold any keyword: a 1 KiB bitset that stays in the L1 cache.
-    occupied: Vec<u64>,
+    occupied: Box<[u64; BUCKETS / 64]>,
     /// The keywords shorter than three bytes, and the ids their pattern ids stand for.
     short: Option<(AhoCorasick, Vec<u32>)>,
 }
@@ -75,23 +76,23 @@ impl Keywords {
             let id = id as u32;
             if w.len() >= 3 {
                 let lower: Box<[u8]> = w.iter().map(|&b| FOLD[usize::from(b)]).collect();
-                by_bucket[bucket(w[0], w[1], w[2])].push((lower, id));
+                by_bucket[bucket(u32::from_le_bytes([w[0], w[1], w[2], 0]))].push((lower, id));
             } else if !w.is_empty() {
                 short.push(w);
                 short_ids.push(id);
             }
         }
         let mut long = Vec::new();
-        let mut first = Vec::with_capacity(BUCKETS + 1);
-        let mut occupied = vec![0u64; BUCKETS / 64];
+        let mut first = Box::new([0u16; BUCKETS + 1]);
+        let mut occupied = Box::new([0u64; BUCKETS / 64]);
         for (h, words) in by_bucket.into_iter().enumerate() {
-            first.push(long.len() as u16);
+            first[h] = long.len() as u16;
             if !words.is_empty() {
                 occupied[h / 64] |= 1 << (h % 64);
             }
             long.extend(words);
         }
-        first.push(long.len() as u16);
+        first[BUCKETS] = long.len() as u16;
         let short = if short.is_empty() {
             None
         } else {
@@ -116,24 +117,34 @@ impl Keywords {
     pub fn for_each(&self, text: &str, mut hit: impl FnMut(usize, usize, usize)) {
         let bytes = text.as_bytes();
         if !self.long.is_empty() && bytes.len() >= 3 {
-            for (i, w) in bytes.windows(3).enumerate() {
-                let h = bucket(w[0], w[1], w[2]);
+            let mut probe = |i: usize, key: u32| {
+                let h = bucket(key);
                 if self.occupied[h / 64] & (1 << (h % 64)) == 0 {
-                    continue;
+                    return;
                 }
                 let range = usize::from(self.first[h])..usize::from(self.first[h + 1]);
                 for (word, id) in &self.long[range] {
-                    let end = i + word.len();
-                    if end <= bytes.len()
-                        && bytes[i..end]
+                    if let Some(at) = bytes.get(i..i + word.len()) {
+                        if at
                             .iter()
                             .zip(word.iter())
                             .all(|(&b, &k)| FOLD[usize::from(b)] == k)
-                    {
-                        hit(i, end, *id as usize);
+                        {
+                            hit(i, i + word.len(), *id as usize);
+                        }
                     }
                 }
+            };
+            // One four-byte load per position (the fourth byte is masked off), and the last
+            // position, with only three bytes left, on its own.
+            for (i, w) in bytes.windows(4).enumerate() {
+                probe(i, u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
             }
+            let n = bytes.len();
+            probe(
+                n - 3,
+                u32::from_le_bytes([bytes[n - 3], bytes[n - 2], bytes[n - 1], 0]),
+            );
         }
         if let Some((ac, ids)) = &self.short {
             for m in ac.find_overlapping_iter(text) {

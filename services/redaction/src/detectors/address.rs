@@ -39,6 +39,11 @@ mod tests {
             ),
             vec!["221B Baker Street", "1600 Pennsylvania Ave"]
         );
+        // A house number with a letter, and no other number in the text.
+        assert_eq!(
+            found(Address, "ship to 221B Baker Street"),
+            vec!["221B Baker Street"]
+        );
         assert!(found(Address, "step 3 of the way forward; v2 Main street").is_empty());
     }
 }

@@ -187,7 +187,31 @@ impl Span {
 /// Whether a candidate of a rule may begin at a byte offset of a text: a necessary condition
 /// of its confirmation that depends on the start alone (a card's issuer digit, nothing glued
 /// before it). Offsets where it fails are not tried at all.
+///
+/// It may only pass where [`may_start_number`] does: the engine skips every other offset
+/// without calling it (most offsets near a digit run are inside the run).
 pub type StartTest = fn(&str, usize) -> bool;
+
+/// Bytes that may begin a number-like entity: a digit, `+`, `(` or a capital letter (an
+/// IBAN's country code).
+const NUMBER_START: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_digit() || c.is_ascii_uppercase() || c == b'+' || c == b'(';
+        b += 1;
+    }
+    t
+};
+
+/// What every [`StartTest`] of a [`Trigger::Digits`] rule requires: a byte that may begin a
+/// number-like entity, with no ASCII letter or digit right before it.
+#[inline]
+pub fn may_start_number(bytes: &[u8], at: usize) -> bool {
+    bytes.get(at).is_some_and(|&b| NUMBER_START[usize::from(b)])
+        && !(at > 0 && bytes[at - 1].is_ascii_alphanumeric())
+}
 
 /// What must be present in a text before a rule's regex runs at all.
 #[derive(Debug, Clone, Copy)]
@@ -343,5 +367,31 @@ pub(crate) mod testing {
             .iter()
             .map(|s| text[s.start..s.end].to_string())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The engine skips offsets failing `may_start_number` without asking the rule: no
+        /// built-in start test may pass where it fails.
+        #[test]
+        fn start_tests_pass_only_where_a_number_may_start(
+            text in "[0-9a-zA-Z +()./:_-]{1,24}",
+            at in 0usize..24,
+        ) {
+            let at = at % text.len();
+            for rule in builtin_rules() {
+                if let Trigger::Digits(_, starts) = rule.trigger {
+                    prop_assert!(
+                        !starts(&text, at) || may_start_number(text.as_bytes(), at),
+                        "{:?} starts at {} of {:?}", rule.kind, at, text
+                    );
+                }
+            }
+        }
     }
 }
