@@ -22,7 +22,7 @@ use regex::Regex;
 use crate::config::{Config, CustomPattern, MAX_RULES};
 use crate::detectors::{
     builtin_rules, byte_at, byte_before, confirm_standalone, email, is_word, may_start_number,
-    Confirm, EntityType, Span, StartTest, Trigger, CONTEXT_BOOST,
+    scheme_start, Confirm, EntityType, Span, StartTest, Trigger, CONTEXT_BOOST,
 };
 use crate::keywords::Keywords;
 
@@ -89,16 +89,15 @@ struct Shapes {
     /// Chains of at least three `digit.digit` joints, each at most four bytes from the last (a
     /// dotted quad has three): (first joint, last joint). The IPv4 rule searches only these.
     dotted: Vec<(usize, usize)>,
-    /// The longest chain of `hex:hex` joints at most five bytes apart (5 in a MAC, 7 in a full
-    /// IPv6 address, 2 in a timestamp).
-    hex_colons: u32,
+    /// Chains of at least five `hex:hex` or `hex-hex` joints, each at most five bytes from the
+    /// last: (first joint, last joint). A MAC address has five, three bytes apart; a UUID four,
+    /// a timestamp two.
+    hex_chains: Vec<(usize, usize)>,
     /// Chains of colons at most five bytes apart that hold a `::` or at least five `hex:hex`
     /// joints: (first colon, last colon). Every IPv6 address lies in one (it is compressed, or
     /// has seven colons, or six before an embedded IPv4 address), so the IPv6 rule searches
     /// only these; a timestamp's chain (two joints) is never searched.
     colon_chains: Vec<(usize, usize)>,
-    /// The same for `hex-hex` (5 in a MAC, 4 in a UUID).
-    hex_dashes: u32,
     /// Where a group of digits followed by at most one letter, a space and a capital letter
     /// begins (`221B Baker`, `1600 Pennsylvania`): the only places a street address can start.
     number_then_capital: Vec<usize>,
@@ -126,6 +125,9 @@ pub struct Engine {
     allow: HashSet<String>,
     threshold: f32,
     kinds: Vec<EntityType>,
+    /// Finds each `://` for [`Engine::scan_schemes`]; built once (a searcher's setup costs
+    /// more than searching a short text).
+    scheme_separator: memchr::memmem::Finder<'static>,
 }
 
 /// Interns a custom entity name so that spans and counts can carry it as `&'static str`.
@@ -207,7 +209,7 @@ impl Engine {
                     keyword_gated |= bit;
                     None
                 }
-                Trigger::Prefixes(ks) => {
+                Trigger::Prefixes(ks) | Trigger::PrefixesWhere(ks, _) => {
                     for k in ks {
                         let i = role(k, &mut words, &mut roles);
                         roles[i].triggers |= bit;
@@ -218,7 +220,10 @@ impl Engine {
                     anchored = Some(compile(r.kind.as_str(), &pattern)?);
                     Some(r.trigger)
                 }
-                Trigger::Digits(..) | Trigger::AtSign | Trigger::NumberThenCapital => {
+                Trigger::Digits(..)
+                | Trigger::AtSign
+                | Trigger::NumberThenCapital
+                | Trigger::SchemeSeparator => {
                     let pattern = format!(r"\A(?:{})", r.pattern);
                     anchored = Some(compile(r.kind.as_str(), &pattern)?);
                     Some(r.trigger)
@@ -286,6 +291,7 @@ impl Engine {
             allow: spec.allow.iter().map(|s| s.to_string()).collect(),
             threshold: spec.threshold,
             kinds,
+            scheme_separator: memchr::memmem::Finder::new(b"://").into_owned(),
         })
     }
 
@@ -400,10 +406,32 @@ impl Engine {
                     self.scan_windows(i, rule, text, windows, &context, &mut found);
                     false
                 }
-                Some(Trigger::MacSeparators) => shapes.hex_colons >= 5 || shapes.hex_dashes >= 5,
+                Some(Trigger::MacSeparators) => {
+                    // Two hex digits either side of the chain.
+                    let windows = shapes
+                        .hex_chains
+                        .iter()
+                        .map(|&(first, last)| (first.saturating_sub(2), last + 3));
+                    self.scan_windows(i, rule, text, windows, &context, &mut found);
+                    false
+                }
+                Some(Trigger::SchemeSeparator) => {
+                    self.scan_schemes(i, rule, text, &context, &mut found);
+                    false
+                }
                 Some(Trigger::Prefixes(_)) => {
                     if active & bit != 0 {
                         let starts = anchors.iter().filter(|a| a.1 & bit != 0).map(|a| a.0);
+                        self.scan_anchored(i, rule, text, starts, &context, &mut found);
+                    }
+                    false
+                }
+                Some(Trigger::PrefixesWhere(_, test)) => {
+                    if active & bit != 0 {
+                        let starts = anchors
+                            .iter()
+                            .filter(|a| a.1 & bit != 0 && test(text, a.0))
+                            .map(|a| a.0);
                         self.scan_anchored(i, rule, text, starts, &context, &mut found);
                     }
                     false
@@ -530,6 +558,38 @@ impl Engine {
                 if s < e {
                     self.keep(i, rule, text, s, e, context, out);
                     next = e.max(start + 1);
+                }
+            }
+        }
+    }
+
+    /// Tries the [`Trigger::SchemeSeparator`] rule's anchored regex once per `://`, from the
+    /// start of the scheme before it. The same candidates as a scan: the tail after the `://`
+    /// does not depend on where the scheme starts, and neither does the confirmation (it reports
+    /// the credentials after the `://`), so the leftmost start decides for all.
+    fn scan_schemes(
+        &self,
+        i: usize,
+        rule: &Rule,
+        text: &str,
+        context: &[(usize, usize, u128)],
+        out: &mut Vec<(Span, usize)>,
+    ) {
+        let Some(re) = &rule.anchored else {
+            return;
+        };
+        let mut next = 0;
+        for separator in self.scheme_separator.find_iter(text.as_bytes()) {
+            let Some(start) = scheme_start(text, next, separator) else {
+                continue;
+            };
+            let Some(m) = re.find(&text[start..]) else {
+                continue;
+            };
+            if let Some((s, e)) = (rule.confirm)(text, start, start + m.end()) {
+                if s < e {
+                    self.keep(i, rule, text, s, e, context, out);
+                    next = (start + m.end()).max(start + 1);
                 }
             }
         }
@@ -729,7 +789,6 @@ struct Chain {
     first: usize,
     last: usize,
     streak: u32,
-    best: u32,
 }
 
 impl Chain {
@@ -741,7 +800,6 @@ impl Chain {
             self.first = at;
         }
         self.last = at;
-        self.best = self.best.max(self.streak);
     }
 }
 
@@ -765,7 +823,8 @@ fn has_between(x: u64, m: u8, n: u8) -> bool {
 fn shapes(text: &str) -> Shapes {
     let bytes = text.as_bytes();
     let hex_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_hexdigit);
-    let (mut dots, mut colons, mut dashes) = (Chain::default(), Chain::default(), Chain::default());
+    let (mut dots, mut hex) = (Chain::default(), Chain::default());
+    let mut hex_chains: Vec<(usize, usize)> = Vec::new();
     // The colon chain being built: (first colon, last colon, holds `::`, hex joints).
     let mut chain: Option<(usize, usize, bool, u32)> = None;
     let mut colon_chains = Vec::new();
@@ -780,11 +839,19 @@ fn shapes(text: &str) -> Shapes {
     // The digit run (digits joined by up to two separators), and the group of adjacent digits
     // it ends with.
     let (mut run, mut sep, mut run_start, mut run_end, mut group_start) = (0u32, 0u32, 0, 0, 0);
+    let mut hex_joint = |i: usize| {
+        hex.joint(i, 5);
+        if hex.streak == 5 {
+            hex_chains.push((hex.first, i));
+        } else if let Some(chain) = hex_chains.last_mut().filter(|_| hex.streak > 5) {
+            chain.1 = i;
+        }
+    };
     let mut separator = |i: usize, b: u8, chain: &mut Option<(usize, usize, bool, u32)>| {
         if b == b':' {
             let joint = i > 0 && hex_at(i - 1) && hex_at(i + 1);
             if joint {
-                colons.joint(i, 5);
+                hex_joint(i);
             }
             let double = i > 0 && bytes[i - 1] == b':';
             match chain {
@@ -799,7 +866,7 @@ fn shapes(text: &str) -> Shapes {
                 }
             }
         } else if i > 0 && hex_at(i - 1) && hex_at(i + 1) {
-            dashes.joint(i, 5);
+            hex_joint(i);
         }
     };
     let capital_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_uppercase);
@@ -887,9 +954,8 @@ fn shapes(text: &str) -> Shapes {
     close(chain, &mut colon_chains);
     Shapes {
         dotted,
-        hex_colons: colons.best,
+        hex_chains,
         colon_chains,
-        hex_dashes: dashes.best,
         number_then_capital,
         clusters,
     }

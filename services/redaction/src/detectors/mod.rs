@@ -192,6 +192,22 @@ impl Span {
 /// without calling it (most offsets near a digit run are inside the run).
 pub type StartTest = fn(&str, usize) -> bool;
 
+/// Where the leftmost URL scheme (`[A-Za-z][A-Za-z0-9+.-]{1,15}`) ending at the `://` at
+/// `separator` begins, not before `from`; `None` if no scheme ends there. Whatever follows the
+/// `://` is the same for every start, so a match through it, if any, starts here.
+pub fn scheme_start(text: &str, from: usize, separator: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut start = separator;
+    while start > from
+        && separator - start < 16
+        && matches!(bytes[start - 1], b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'.' | b'-')
+    {
+        start -= 1;
+    }
+    // The scheme begins with a letter and is at least two bytes long.
+    (start..separator.saturating_sub(1)).find(|&s| bytes[s].is_ascii_alphabetic())
+}
+
 /// Bytes that may begin a number-like entity: a digit, `+`, `(` or a capital letter (an
 /// IBAN's country code).
 const NUMBER_START: [bool; 256] = {
@@ -221,6 +237,9 @@ pub enum Trigger {
     /// Any of these keywords, and every match begins with one of them (a token's fixed
     /// prefix): the regex is only tried anchored where one was found, not over the text.
     Prefixes(&'static [&'static str]),
+    /// The same, tried only where the [`StartTest`] passes as well: a cheap necessary condition
+    /// that spares the regex the keyword's ordinary uses (`passed`, `tokens`).
+    PrefixesWhere(&'static [&'static str], StartTest),
     /// A run of at least this many digits, joined by at most two separators (` -./()+`) at a
     /// time: the shape of every number-like entity. The regex is tried anchored, only at the
     /// offsets near such a run that pass the [`StartTest`]: no search through the window, no
@@ -235,8 +254,12 @@ pub enum Trigger {
     NumberThenCapital,
     /// A `::` or at least five colons (an IPv6 address).
     Ipv6Colons,
-    /// At least five colons or five dashes (a MAC address).
+    /// Five `hex:hex` or `hex-hex` joints in a row (a MAC address): the regex searches only
+    /// around such chains.
     MacSeparators,
+    /// A `://`: the regex (a URL with credentials) is tried anchored at the start of the scheme
+    /// before each one ([`scheme_start`]), not searched for over the text.
+    SchemeSeparator,
 }
 
 /// How a candidate is confirmed: returns the span to report (possibly narrower) or `None`.

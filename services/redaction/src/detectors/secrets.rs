@@ -104,7 +104,7 @@ pub const RULES: [RuleSpec; 11] = [
     RuleSpec {
         kind: EntityType::BasicAuth,
         pattern: r"[A-Za-z][A-Za-z0-9+.\-]{1,15}://[\x21-\x2E\x30-\x39\x3B-\x3F\x41-\x7E]{1,64}:[\x21-\x2E\x30-\x3F\x41-\x7E]{1,128}@[A-Za-z0-9\[]",
-        trigger: Trigger::Keywords(&["://"]),
+        trigger: Trigger::SchemeSeparator,
         confirm: confirm_basic_auth,
         base: 1.0,
         context: &[],
@@ -128,27 +128,52 @@ pub const RULES: [RuleSpec; 11] = [
             r"(?i:pass(?:word|wd|phrase)?|pwd|secret|api[_\-]?key|access[_\-]?key|private[_\-]?key|token)",
             r#"[A-Za-z_\-]{0,20}["']?[ \t]*[:=][ \t]*["']?[\x21\x23-\x26\x28-\x2B\x2D-\x3A\x3C-\x7E]{1,200}"#,
         ),
-        // Every way the pattern can begin, so that it need only be tried where one is.
-        trigger: Trigger::Prefixes(&[
-            "pass",
-            "pwd",
-            "secret",
-            "api_key",
-            "apikey",
-            "api-key",
-            "access_key",
-            "accesskey",
-            "access-key",
-            "private_key",
-            "privatekey",
-            "private-key",
-            "token",
-        ]),
+        // Every way the pattern can begin, so that it need only be tried where one is, and
+        // only where an assignment follows.
+        trigger: Trigger::PrefixesWhere(
+            &[
+                "pass",
+                "pwd",
+                "secret",
+                "api_key",
+                "apikey",
+                "api-key",
+                "access_key",
+                "accesskey",
+                "access-key",
+                "private_key",
+                "privatekey",
+                "private-key",
+                "token",
+            ],
+            may_assign,
+        ),
         confirm: confirm_assignment,
         base: 1.0,
         context: &[],
     },
 ];
+
+/// Whether an assignment can start at `at`: what the password pattern asks before its value,
+/// a name of at most 31 letters, `_` or `-` (the longest keyword and twenty more), an optional
+/// quote, blanks, and `:` or `=`.
+pub fn may_assign(text: &str, at: usize) -> bool {
+    let bytes = &text.as_bytes()[at..];
+    let name = bytes
+        .iter()
+        .take(32)
+        .take_while(|&&b| b.is_ascii_alphabetic() || b == b'_' || b == b'-')
+        .count();
+    let mut rest = &bytes[name.min(31)..];
+    if let [b'"' | b'\'', tail @ ..] = rest {
+        rest = tail;
+    }
+    let blanks = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    matches!(rest.get(blanks), Some(b':' | b'='))
+}
 
 fn confirm_aws_secret(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     let glued =
@@ -253,6 +278,33 @@ fn random_looking(value: &str, min_entropy: f32) -> bool {
 mod tests {
     use crate::detectors::testing::found;
     use crate::detectors::EntityType;
+
+    proptest::proptest! {
+        /// `may_assign` is a necessary condition of the password pattern: wherever the pattern
+        /// matches, anchored, it passes.
+        #[test]
+        fn may_assign_holds_wherever_the_password_pattern_matches(
+            name in "(pass|pwd|secret|api_key|token|private-key)[a-zA-Z_-]{0,24}",
+            tail in "[\"' \t]{0,3}[:=]?[ \"]{0,2}[a-zA-Z0-9#]{0,6}",
+        ) {
+            let text = format!("{name}{tail}");
+            let rule = super::RULES.iter().find(|r| r.kind == EntityType::Password).unwrap();
+            let anchored = regex::Regex::new(&format!(r"\A(?:{})", rule.pattern)).unwrap();
+            if anchored.is_match(&text) {
+                proptest::prop_assert!(super::may_assign(&text, 0), "{:?}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn assignments_are_told_from_ordinary_uses_of_the_keyword() {
+        assert!(super::may_assign("password=x", 0));
+        assert!(super::may_assign("client_secret: \"x\"", 7));
+        assert!(super::may_assign("PASSWORD_HASH\" \t= x", 0));
+        assert!(!super::may_assign("passed on windows", 0));
+        assert!(!super::may_assign("tokens expire: 5", 0));
+        assert!(!super::may_assign("password", 0));
+    }
 
     const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
 
