@@ -1,12 +1,16 @@
 //! The detection engine: finds every enabled entity in a text, fast enough for the hot path.
 //!
 //! Everything is compiled once, at start. One keyword pass (ASCII case-insensitive, filtered on
-//! each position's first three bytes: [`crate::keywords`]) over every rule's keywords, the context words of the rules that need a boost and every
-//! directory name says which keyword rules can match at all and where the context words are;
-//! one byte pass measures the number shapes (longest digit run, dotted quads, colons) that gate
-//! the numeric rules. Only the rules so selected run their regex — for most texts, none or one
-//! or two — and a token with a fixed prefix (`ghp_`, `AKIA`, `password`) is only tried,
-//! anchored, where its prefix was found rather than searched for. Candidates are confirmed
+//! each position's first three bytes: [`crate::keywords`]) over every rule's keywords, the
+//! context words of the rules that need a boost and every directory name says which keyword
+//! rules can match at all and where the context words are; one byte pass finds the number
+//! shapes (digit runs, dotted and colon chains, a number before a capital) that say where the
+//! numeric rules can match. Each regex then runs only where a match can be: anchored at a
+//! token's fixed prefix (`ghp_`, `AKIA`, `password`), at each `@` or `://`, at the starts near a
+//! digit run, or searched within the windows around a chain or a context word. Only custom
+//! patterns (and context-gated rules under a threshold so low they need no context word) are
+//! searched over the whole text, once their keywords are seen. The tests hold all this to a
+//! reference that searches every text whole. Candidates are confirmed
 //! (checksums, ranges, surroundings), scored (base score, plus a boost when a context word is
 //! near, as Presidio does), filtered by the allow-list, and overlaps resolved.
 //!
