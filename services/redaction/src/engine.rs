@@ -26,7 +26,7 @@ use regex::Regex;
 use crate::config::{Config, CustomPattern, MAX_RULES};
 use crate::detectors::{
     builtin_rules, byte_at, byte_before, confirm_standalone, email, is_word, may_start_number,
-    scheme_start, Confirm, EntityType, Span, StartTest, Trigger, CONTEXT_BOOST,
+    secrets::scheme_start, Confirm, EntityType, Span, StartTest, Trigger, CONTEXT_BOOST,
 };
 use crate::keywords::Keywords;
 
@@ -363,26 +363,14 @@ impl Engine {
                     false
                 }
                 Some(Trigger::Digits(n, starts)) => {
-                    // Only around the digit runs long enough for this rule, windows merged.
-                    let mut window: Option<(usize, usize)> = None;
-                    for &(start, end, digits) in &shapes.clusters {
-                        if digits < n {
-                            continue;
-                        }
-                        let from = floor_boundary(text, start.saturating_sub(WINDOW_BEFORE));
-                        let to = ceil_boundary(text, end + WINDOW_AFTER);
-                        match window {
-                            Some((f, t)) if from <= t => window = Some((f, t.max(to))),
-                            Some((f, t)) => {
-                                self.scan_starts(i, rule, starts, text, f, t, &context, &mut found);
-                                window = Some((from, to));
-                            }
-                            None => window = Some((from, to)),
-                        }
-                    }
-                    if let Some((f, t)) = window {
-                        self.scan_starts(i, rule, starts, text, f, t, &context, &mut found);
-                    }
+                    // Only around the digit runs long enough for this rule.
+                    let runs = shapes.clusters.iter().filter(|c| c.2 >= n);
+                    let windows = runs.map(|&(start, end, _)| {
+                        (start.saturating_sub(WINDOW_BEFORE), end + WINDOW_AFTER)
+                    });
+                    for_merged(text, windows, |f, t| {
+                        self.scan_starts(i, rule, starts, text, f, t, &context, &mut found)
+                    });
                     false
                 }
                 Some(Trigger::DottedDigits) => {
@@ -423,18 +411,15 @@ impl Engine {
                     self.scan_schemes(i, rule, text, &context, &mut found);
                     false
                 }
-                Some(Trigger::Prefixes(_)) => {
+                Some(trigger @ (Trigger::Prefixes(_) | Trigger::PrefixesWhere(..))) => {
                     if active & bit != 0 {
-                        let starts = anchors.iter().filter(|a| a.1 & bit != 0).map(|a| a.0);
-                        self.scan_anchored(i, rule, text, starts, &context, &mut found);
-                    }
-                    false
-                }
-                Some(Trigger::PrefixesWhere(_, test)) => {
-                    if active & bit != 0 {
+                        let test = match trigger {
+                            Trigger::PrefixesWhere(_, test) => Some(test),
+                            _ => None,
+                        };
                         let starts = anchors
                             .iter()
-                            .filter(|a| a.1 & bit != 0 && test(text, a.0))
+                            .filter(|a| a.1 & bit != 0 && test.is_none_or(|t| t(text, a.0)))
                             .map(|a| a.0);
                         self.scan_anchored(i, rule, text, starts, &context, &mut found);
                     }
@@ -542,29 +527,10 @@ impl Engine {
         context: &[(usize, usize, u128)],
         out: &mut Vec<(Span, usize)>,
     ) {
-        let Some(re) = &rule.anchored else {
-            return;
-        };
-        // Where the scan would resume: the end of the last confirmed address.
-        let mut next = 0;
-        for at in memchr::memchr_iter(b'@', text.as_bytes()) {
-            if at < next {
-                continue;
-            }
-            let start = email::local_part_start(text, next, at);
-            if start == at {
-                continue;
-            }
-            let Some(m) = re.find(&text[start..]) else {
-                continue;
-            };
-            if let Some((s, e)) = (rule.confirm)(text, start, start + m.end()) {
-                if s < e {
-                    self.keep(i, rule, text, s, e, context, out);
-                    next = e.max(start + 1);
-                }
-            }
-        }
+        let at_signs = memchr::memchr_iter(b'@', text.as_bytes());
+        let local_part =
+            |next, at| Some(email::local_part_start(text, next, at)).filter(|&s| s < at);
+        self.scan_from_separators(i, rule, text, at_signs, local_part, context, out);
     }
 
     /// Tries the [`Trigger::SchemeSeparator`] rule's anchored regex once per `://`, from the
@@ -579,12 +545,34 @@ impl Engine {
         context: &[(usize, usize, u128)],
         out: &mut Vec<(Span, usize)>,
     ) {
+        let separators = self.scheme_separator.find_iter(text.as_bytes());
+        let scheme = |next, separator| scheme_start(text, next, separator);
+        self.scan_from_separators(i, rule, text, separators, scheme, context, out);
+    }
+
+    /// Tries a rule's anchored regex once per separator (in text order), from where
+    /// `start(next, separator)` says a match through it begins, not before `next`, the end of
+    /// the last confirmed match (where a scan would resume).
+    #[allow(clippy::too_many_arguments)]
+    fn scan_from_separators(
+        &self,
+        i: usize,
+        rule: &Rule,
+        text: &str,
+        separators: impl Iterator<Item = usize>,
+        start: impl Fn(usize, usize) -> Option<usize>,
+        context: &[(usize, usize, u128)],
+        out: &mut Vec<(Span, usize)>,
+    ) {
         let Some(re) = &rule.anchored else {
             return;
         };
         let mut next = 0;
-        for separator in self.scheme_separator.find_iter(text.as_bytes()) {
-            let Some(start) = scheme_start(text, next, separator) else {
+        for separator in separators {
+            if separator < next {
+                continue;
+            }
+            let Some(start) = start(next, separator) else {
                 continue;
             };
             let Some(m) = re.find(&text[start..]) else {
@@ -593,7 +581,7 @@ impl Engine {
             if let Some((s, e)) = (rule.confirm)(text, start, start + m.end()) {
                 if s < e {
                     self.keep(i, rule, text, s, e, context, out);
-                    next = (start + m.end()).max(start + 1);
+                    next = e.max(start + 1);
                 }
             }
         }
@@ -612,25 +600,15 @@ impl Engine {
         out: &mut Vec<(Span, usize)>,
     ) {
         let bit = 1u128 << i.min(127);
-        let mut window: Option<(usize, usize)> = None;
-        for &(s, e, rules) in context {
-            if rules & bit == 0 {
-                continue;
-            }
-            let from = floor_boundary(text, s.saturating_sub(CONTEXT_AFTER + CONTEXT_MATCH_MAX));
-            let to = ceil_boundary(text, e + CONTEXT_BEFORE + CONTEXT_MATCH_MAX);
-            match window {
-                Some((f, t)) if from <= t => window = Some((f, t.max(to))),
-                Some((f, t)) => {
-                    self.scan(i, rule, text, f, t, context, out);
-                    window = Some((from, to));
-                }
-                None => window = Some((from, to)),
-            }
-        }
-        if let Some((f, t)) = window {
-            self.scan(i, rule, text, f, t, context, out);
-        }
+        let windows = context.iter().filter(|c| c.2 & bit != 0).map(|&(s, e, _)| {
+            (
+                s.saturating_sub(CONTEXT_AFTER + CONTEXT_MATCH_MAX),
+                e + CONTEXT_BEFORE + CONTEXT_MATCH_MAX,
+            )
+        });
+        for_merged(text, windows, |f, t| {
+            self.scan(i, rule, text, f, t, context, out)
+        });
     }
 
     /// Scores a confirmed candidate and keeps it when it reaches the threshold and is not
@@ -674,21 +652,9 @@ impl Engine {
         context: &[(usize, usize, u128)],
         out: &mut Vec<(Span, usize)>,
     ) {
-        let mut window: Option<(usize, usize)> = None;
-        for (from, to) in windows {
-            let (from, to) = (floor_boundary(text, from), ceil_boundary(text, to));
-            match window {
-                Some((f, t)) if from <= t => window = Some((f, t.max(to))),
-                Some((f, t)) => {
-                    self.scan(i, rule, text, f, t, context, out);
-                    window = Some((from, to));
-                }
-                None => window = Some((from, to)),
-            }
-        }
-        if let Some((f, t)) = window {
-            self.scan(i, rule, text, f, t, context, out);
-        }
+        for_merged(text, windows, |f, t| {
+            self.scan(i, rule, text, f, t, context, out)
+        });
     }
 
     /// Runs one rule's regex over `text[from..to]` (confirming against the whole text). A
@@ -722,6 +688,30 @@ impl Engine {
                 pos += 1;
             }
         }
+    }
+}
+
+/// Calls `each(from, to)` for the union of `windows` (given in order of their start), each
+/// piece widened to char boundaries and cut at the end of the text.
+fn for_merged(
+    text: &str,
+    windows: impl Iterator<Item = (usize, usize)>,
+    mut each: impl FnMut(usize, usize),
+) {
+    let mut window: Option<(usize, usize)> = None;
+    for (from, to) in windows {
+        let (from, to) = (floor_boundary(text, from), ceil_boundary(text, to));
+        match window {
+            Some((f, t)) if from <= t => window = Some((f, t.max(to))),
+            Some((f, t)) => {
+                each(f, t);
+                window = Some((from, to));
+            }
+            None => window = Some((from, to)),
+        }
+    }
+    if let Some((f, t)) = window {
+        each(f, t);
     }
 }
 
@@ -786,49 +776,54 @@ const CLASSES: [u8; 256] = {
     t
 };
 
-/// A chain of separator joints (`1.2`, `ab:cd`) close to each other.
-#[derive(Default)]
+/// Chains of separator joints (`1.2`, `ab:cd`), each at most `max_gap` bytes from the last;
+/// those of at least `min` joints are kept as (first joint, last joint).
 struct Chain {
+    max_gap: usize,
+    min: u32,
     /// Where the current streak's first joint is.
     first: usize,
     last: usize,
     streak: u32,
+    kept: Vec<(usize, usize)>,
 }
 
 impl Chain {
-    fn joint(&mut self, at: usize, max_gap: usize) {
-        if self.streak > 0 && at - self.last <= max_gap {
+    fn new(max_gap: usize, min: u32) -> Chain {
+        Chain {
+            max_gap,
+            min,
+            first: 0,
+            last: 0,
+            streak: 0,
+            kept: Vec::new(),
+        }
+    }
+
+    fn joint(&mut self, at: usize) {
+        if self.streak > 0 && at - self.last <= self.max_gap {
             self.streak += 1;
         } else {
             self.streak = 1;
             self.first = at;
         }
         self.last = at;
+        if self.streak == self.min {
+            self.kept.push((self.first, at));
+        } else if let Some(chain) = self.kept.last_mut().filter(|_| self.streak > self.min) {
+            chain.1 = at;
+        }
     }
-}
-
-/// Whether any of the eight bytes of `x` lies strictly between `m` and `n` (`m` ≤ 127,
-/// `n` ≤ 128; bytes ≥ 128 never do). Bit Twiddling Hacks' `hasbetween`.
-#[inline]
-fn has_between(x: u64, m: u8, n: u8) -> bool {
-    const ONES: u64 = u64::MAX / 255;
-    let low = x & (ONES * 127);
-    (ONES * (127 + u64::from(n))).wrapping_sub(low)
-        & !x
-        & low.wrapping_add(ONES * (127 - u64::from(m)))
-        & (ONES * 128)
-        != 0
 }
 
 /// One pass over the bytes: runs of digits joined by at most two separators at a time
 /// (` -./()+`), and chains of `digit.digit`, `hex:hex` and `hex-hex` joints. Outside a digit
-/// run only digits, `-` and `:` matter, so eight bytes at a time without one (most prose) are
-/// skipped with one range test.
+/// run (most bytes) only a table lookup and two compares are done.
 fn shapes(text: &str) -> Shapes {
     let bytes = text.as_bytes();
     let hex_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_hexdigit);
-    let (mut dots, mut hex) = (Chain::default(), Chain::default());
-    let mut hex_chains: Vec<(usize, usize)> = Vec::new();
+    // A dotted quad has three joints at most four bytes apart; a MAC five, three apart.
+    let (mut dots, mut hex) = (Chain::new(4, 3), Chain::new(5, 5));
     // The colon chain being built: (first colon, last colon, holds `::`, hex joints).
     let mut chain: Option<(usize, usize, bool, u32)> = None;
     let mut colon_chains = Vec::new();
@@ -839,23 +834,15 @@ fn shapes(text: &str) -> Shapes {
             }
         }
     };
-    let (mut dotted, mut number_then_capital, mut clusters) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut number_then_capital, mut clusters) = (Vec::new(), Vec::new());
     // The digit run (digits joined by up to two separators), and the group of adjacent digits
     // it ends with.
     let (mut run, mut sep, mut run_start, mut run_end, mut group_start) = (0u32, 0u32, 0, 0, 0);
-    let mut hex_joint = |i: usize| {
-        hex.joint(i, 5);
-        if hex.streak == 5 {
-            hex_chains.push((hex.first, i));
-        } else if let Some(chain) = hex_chains.last_mut().filter(|_| hex.streak > 5) {
-            chain.1 = i;
-        }
-    };
     let mut separator = |i: usize, b: u8, chain: &mut Option<(usize, usize, bool, u32)>| {
         if b == b':' {
             let joint = i > 0 && hex_at(i - 1) && hex_at(i + 1);
             if joint {
-                hex_joint(i);
+                hex.joint(i);
             }
             let double = i > 0 && bytes[i - 1] == b':';
             match chain {
@@ -870,30 +857,16 @@ fn shapes(text: &str) -> Shapes {
                 }
             }
         } else if i > 0 && hex_at(i - 1) && hex_at(i + 1) {
-            hex_joint(i);
+            hex.joint(i);
         }
     };
     let capital_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_uppercase);
-    let mut i = 0;
-    while i < bytes.len() {
-        if run == 0 {
-            // `-` (0x2d) to `:` (0x3a) holds every digit, `-` and `:`.
-            if let Some(chunk) = bytes.get(i..i + 8) {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(chunk);
-                if !has_between(u64::from_le_bytes(word), 0x2c, 0x3b) {
-                    i += 8;
-                    continue;
-                }
-            }
-        }
-        let b = bytes[i];
+    for (i, &b) in bytes.iter().enumerate() {
         let class = CLASSES[usize::from(b)];
         if run == 0 && class != DIGIT {
             if class == COLON || class == DASH {
                 separator(i, b, &mut chain);
             }
-            i += 1;
             continue;
         }
         match class {
@@ -916,12 +889,7 @@ fn shapes(text: &str) -> Shapes {
                     && bytes[i - 1].is_ascii_digit()
                     && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
                 {
-                    dots.joint(i, 4);
-                    if dots.streak == 3 {
-                        dotted.push((dots.first, i));
-                    } else if let Some(chain) = dotted.last_mut().filter(|_| dots.streak > 3) {
-                        chain.1 = i;
-                    }
+                    dots.joint(i);
                 }
                 if b == b' ' && sep == 1 && capital_at(i + 1) {
                     number_then_capital.push(group_start);
@@ -950,15 +918,14 @@ fn shapes(text: &str) -> Shapes {
                 sep = 0;
             }
         }
-        i += 1;
     }
     if run >= CLUSTER_MIN {
         clusters.push((run_start, run_end, run));
     }
     close(chain, &mut colon_chains);
     Shapes {
-        dotted,
-        hex_chains,
+        dotted: dots.kept,
+        hex_chains: hex.kept,
         colon_chains,
         number_then_capital,
         clusters,

@@ -188,25 +188,9 @@ impl Span {
 /// of its confirmation that depends on the start alone (a card's issuer digit, nothing glued
 /// before it). Offsets where it fails are not tried at all.
 ///
-/// It may only pass where [`may_start_number`] does: the engine skips every other offset
-/// without calling it (most offsets near a digit run are inside the run).
+/// A [`Trigger::Digits`] rule's test may only pass where [`may_start_number`] does: the engine
+/// skips every other offset without calling it (most offsets near a digit run are inside it).
 pub type StartTest = fn(&str, usize) -> bool;
-
-/// Where the leftmost URL scheme (`[A-Za-z][A-Za-z0-9+.-]{1,15}`) ending at the `://` at
-/// `separator` begins, not before `from`; `None` if no scheme ends there. Whatever follows the
-/// `://` is the same for every start, so a match through it, if any, starts here.
-pub fn scheme_start(text: &str, from: usize, separator: usize) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut start = separator;
-    while start > from
-        && separator - start < 16
-        && matches!(bytes[start - 1], b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'.' | b'-')
-    {
-        start -= 1;
-    }
-    // The scheme begins with a letter and is at least two bytes long.
-    (start..separator.saturating_sub(1)).find(|&s| bytes[s].is_ascii_alphabetic())
-}
 
 /// Bytes that may begin a number-like entity: a digit, `+`, `(` or a capital letter (an
 /// IBAN's country code).
@@ -248,17 +232,20 @@ pub enum Trigger {
     /// An `@`: the regex (an e-mail address) is tried anchored at the start of the local part
     /// before each `@` ([`email::local_part_start`]), not searched for over the text.
     AtSign,
-    /// At least three `digit.digit` joints (a dotted quad).
+    /// Three `digit.digit` joints in a row (a dotted quad): the regex searches only around
+    /// such chains.
     DottedDigits,
-    /// A digit, a space and a capital letter (`221 Baker`).
+    /// A digit group, at most one letter, a space and a capital (`221B Baker`): the regex is
+    /// tried anchored at each such group.
     NumberThenCapital,
-    /// A `::` or at least five colons (an IPv6 address).
+    /// A chain of colons holding a `::` or five `hex:hex` joints (an IPv6 address): the regex
+    /// searches only around such chains.
     Ipv6Colons,
     /// Five `hex:hex` or `hex-hex` joints in a row (a MAC address): the regex searches only
     /// around such chains.
     MacSeparators,
     /// A `://`: the regex (a URL with credentials) is tried anchored at the start of the scheme
-    /// before each one ([`scheme_start`]), not searched for over the text.
+    /// before each one ([`secrets::scheme_start`]), not searched for over the text.
     SchemeSeparator,
 }
 

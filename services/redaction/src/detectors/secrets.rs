@@ -186,6 +186,22 @@ fn confirm_aws_secret(text: &str, start: usize, end: usize) -> Option<(usize, us
 
 /// Masks the `user:password` of a URL and keeps scheme and host readable; a placeholder
 /// password (`${DB_PASS}`, `****`, `<password>`) is not a credential.
+/// Where the leftmost URL scheme (`[A-Za-z][A-Za-z0-9+.-]{1,15}`) ending at the `://` at
+/// `separator` begins, not before `from`; `None` if no scheme ends there. Whatever follows the
+/// `://` is the same for every start, so a match through it, if any, starts here.
+pub fn scheme_start(text: &str, from: usize, separator: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut start = separator;
+    while start > from
+        && separator - start < 16
+        && matches!(bytes[start - 1], b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'.' | b'-')
+    {
+        start -= 1;
+    }
+    // The scheme begins with a letter and is at least two bytes long.
+    (start..separator.saturating_sub(1)).find(|&s| bytes[s].is_ascii_alphabetic())
+}
+
 fn confirm_basic_auth(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     let candidate = &text[start..end];
     let user_start = start + candidate.find("://")? + 3;
