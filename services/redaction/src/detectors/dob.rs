@@ -14,31 +14,27 @@ const CONTEXT: &[&str] = &[
     "birthday",
 ];
 
-macro_rules! rule {
-    ($pattern:expr) => {
-        RuleSpec {
-            kind: EntityType::Dob,
-            pattern: $pattern,
-            trigger: Trigger::Keywords(CONTEXT),
-            confirm,
-            base: 0.2,
-            context: CONTEXT,
-        }
-    };
-}
-
-pub const RULES: [RuleSpec; 4] = [
-    rule!(r"(?:19|20)[0-9]{2}-[01][0-9]-[0-3][0-9]"),
-    rule!(r"[0-3]?[0-9][/.][01]?[0-9][/.](?:19|20)[0-9]{2}"),
-    // `12 March 1985`, `3 Feb. 1990`
-    rule!(
-        r"[0-3]?[0-9] (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]{0,6}\.? (?:19|20)[0-9]{2}"
+/// The four date shapes as one rule, so that the text around a context word is searched once,
+/// not once per shape. No two shapes can match at the same start (a four-digit year and `-`; one
+/// or two digits and `/` or `.`; one or two digits and a space; a month name), so the one regex
+/// finds at each start what the four did.
+pub const RULES: [RuleSpec; 1] = [RuleSpec {
+    kind: EntityType::Dob,
+    pattern: concat!(
+        // `1985-03-12`
+        r"(?:19|20)[0-9]{2}-[01][0-9]-[0-3][0-9]",
+        // `12/03/1985`, `12.3.1985`
+        r"|[0-3]?[0-9][/.][01]?[0-9][/.](?:19|20)[0-9]{2}",
+        // `12 March 1985`, `3 Feb. 1990`
+        r"|[0-3]?[0-9] (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]{0,6}\.? (?:19|20)[0-9]{2}",
+        // `March 12, 1985`
+        r"|(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]{0,6}\.? [0-3]?[0-9],? (?:19|20)[0-9]{2}",
     ),
-    // `March 12, 1985`
-    rule!(
-        r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]{0,6}\.? [0-3]?[0-9],? (?:19|20)[0-9]{2}"
-    ),
-];
+    trigger: Trigger::Keywords(CONTEXT),
+    confirm,
+    base: 0.2,
+    context: CONTEXT,
+}];
 
 pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     if runs_in(text, start) || runs_on(text, end) {

@@ -7,7 +7,7 @@ use super::{runs_in, runs_on, EntityType, RuleSpec, Trigger};
 
 const CONTEXT: &[&str] = &["ssn", "social security", "ss#", "ss no", "taxpayer"];
 
-pub const RULES: [RuleSpec; 3] = [
+pub const RULES: [RuleSpec; 2] = [
     RuleSpec {
         kind: EntityType::Ssn,
         pattern: r"[0-9]{3}-[0-9]{2}-[0-9]{4}",
@@ -16,17 +16,11 @@ pub const RULES: [RuleSpec; 3] = [
         base: 0.5,
         context: CONTEXT,
     },
+    // The spaced and the bare form as one rule, searched once around each context word: they
+    // cannot match at the same start (a space or a digit after the first three).
     RuleSpec {
         kind: EntityType::Ssn,
-        pattern: r"[0-9]{3} [0-9]{2} [0-9]{4}",
-        trigger: Trigger::Keywords(CONTEXT),
-        confirm,
-        base: 0.2,
-        context: CONTEXT,
-    },
-    RuleSpec {
-        kind: EntityType::Ssn,
-        pattern: r"[0-9]{9}",
+        pattern: r"[0-9]{3} [0-9]{2} [0-9]{4}|[0-9]{9}",
         trigger: Trigger::Keywords(CONTEXT),
         confirm,
         base: 0.2,
