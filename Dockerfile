@@ -2,7 +2,9 @@
 FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --profile dist --locked --bins \
+# `--build-arg FEATURES=mcplane-shared/mimalloc` trades idle memory for throughput (docs/BENCHMARKS.md).
+ARG FEATURES=""
+RUN cargo build --profile dist --locked --bins ${FEATURES:+--features "$FEATURES"} \
  && mkdir /out \
  && cp target/dist/mcplane target/dist/mcplane-* /out/ \
  && rm -f /out/*.d

@@ -42,3 +42,11 @@ pub use subjects::{Service, Subjects};
 
 /// The default subject prefix, also used to derive stream and bucket names.
 pub const DEFAULT_PREFIX: &str = "mcplane";
+
+/// With the `mimalloc` feature every mcplane program allocates through mimalloc (declared here,
+/// in the crate every binary links, so that no binary can miss it). Off by default: it makes the
+/// request pipeline about a quarter faster at saturation but holds 4-7 MiB more per idle worker,
+/// which would break the 20 MB idle budget; `docs/BENCHMARKS.md` ("Allocator") has the figures.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
