@@ -818,7 +818,7 @@ impl Chain {
 
 /// One pass over the bytes: runs of digits joined by at most two separators at a time
 /// (` -./()+`), and chains of `digit.digit`, `hex:hex` and `hex-hex` joints. Outside a digit
-/// run (most bytes) only a table lookup and two compares are done.
+/// run (most bytes) it jumps from one digit, `:` or `-` to the next, eight bytes at a time.
 fn shapes(text: &str) -> Shapes {
     let bytes = text.as_bytes();
     let hex_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_hexdigit);
@@ -861,7 +861,17 @@ fn shapes(text: &str) -> Shapes {
         }
     };
     let capital_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_uppercase);
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut next = 0;
+    while next < bytes.len() {
+        if run == 0 {
+            // Outside a digit run only digits, `:` and `-` matter: jump to the next one.
+            next = next_shape_byte(bytes, next);
+            if next == bytes.len() {
+                break;
+            }
+        }
+        let (i, b) = (next, bytes[next]);
+        next += 1;
         let class = CLASSES[usize::from(b)];
         if run == 0 && class != DIGIT {
             if class == COLON || class == DASH {
@@ -930,6 +940,36 @@ fn shapes(text: &str) -> Shapes {
         number_then_capital,
         clusters,
     }
+}
+
+/// Whether a byte can start or extend a shape outside a digit run: a digit, `:` or `-`.
+fn is_shape_byte(b: u8) -> bool {
+    matches!(b, b'0'..=b':' | b'-')
+}
+
+/// The position of the first [shape byte](is_shape_byte) at or after `from`, or the text's
+/// length. Most bytes of prose are none, so it tests eight at a time: within each byte, with
+/// its top bit cleared, adding a constant sets the top bit exactly when the byte is at or above
+/// a bound, and no sum carries into the next byte; bytes of 0x80 and above (UTF-8) never match.
+fn next_shape_byte(bytes: &[u8], mut from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    while let Some(Ok(word)) = bytes.get(from..from + 8).map(<[u8; 8]>::try_from) {
+        let word = u64::from_le_bytes(word);
+        let low = word & !TOPS;
+        let at_least_0 = low + (0x80 - u64::from(b'0')) * ONES;
+        let above_colon = low + (0x7f - u64::from(b':')) * ONES;
+        let not_dash = (low ^ (u64::from(b'-') * ONES)) + 0x7f * ONES;
+        let hits = (at_least_0 & !above_colon | !not_dash) & !word & TOPS;
+        if hits != 0 {
+            return from + (hits.trailing_zeros() / 8) as usize;
+        }
+        from += 8;
+    }
+    while from < bytes.len() && !is_shape_byte(bytes[from]) {
+        from += 1;
+    }
+    from
 }
 
 /// Sorts spans by start and merges overlaps in place: overlapping spans become one span over
@@ -1432,6 +1472,20 @@ mod tests {
             let engine = with_names();
             let text = glued(seed, parts);
             proptest::prop_assert_eq!(engine.find(&text), reference_find(&engine, &text), "{}", text);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn next_shape_byte_finds_what_a_byte_loop_finds(
+            text in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            from in 0usize..40,
+        ) {
+            let from = from.min(text.len());
+            let expected = (from..text.len())
+                .find(|&i| is_shape_byte(text[i]))
+                .unwrap_or(text.len());
+            proptest::prop_assert_eq!(next_shape_byte(&text, from), expected);
         }
     }
 
