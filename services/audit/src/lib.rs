@@ -37,9 +37,10 @@ pub async fn run(
         shutdown.child_token(),
     )
     .await?;
-    let store = Arc::new(ChainStore::open(&store::chain_dir(
-        &config.common.data_dir,
-    ))?);
+    let store = Arc::new(ChainStore::open_with_cache(
+        &store::chain_dir(&config.common.data_dir),
+        config.service.cache_mib * 1024 * 1024,
+    )?);
     let durable = bus.subjects.durable(Service::Audit, "");
     if config.service.rebuild_on_empty && store.is_empty() {
         // A fresh disk: whatever the consumer had acknowledged is not in this chain, so replay

@@ -82,10 +82,22 @@ fn seq_from(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// sled's own default page cache, which offline reads (`mcplane audit verify`, `export`,
+/// `query`) keep.
+pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
+
 impl ChainStore {
     pub fn open(dir: &Path) -> Result<Self, ServiceError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the chain with a page cache of `cache_bytes` (the service's `audit.cache_mib`).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, ServiceError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::open(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()?;
         Ok(ChainStore {
             index: db.open_tree("index")?,
             heads: db.open_tree("heads")?,
