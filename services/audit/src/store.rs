@@ -84,7 +84,7 @@ fn seq_from(bytes: &[u8]) -> u64 {
 
 /// sled's own default page cache, which offline reads (`mcplane audit verify`, `export`,
 /// `query`) keep.
-pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
+const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 
 impl ChainStore {
     pub fn open(dir: &Path) -> Result<Self, ServiceError> {

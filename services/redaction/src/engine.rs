@@ -874,9 +874,8 @@ fn shapes(text: &str) -> Shapes {
         next += 1;
         let class = CLASSES[usize::from(b)];
         if run == 0 && class != DIGIT {
-            if class == COLON || class == DASH {
-                separator(i, b, &mut chain);
-            }
+            // A `:` or `-`: the jump above skips every other byte.
+            separator(i, b, &mut chain);
             continue;
         }
         match class {
@@ -944,7 +943,7 @@ fn shapes(text: &str) -> Shapes {
 
 /// Whether a byte can start or extend a shape outside a digit run: a digit, `:` or `-`.
 fn is_shape_byte(b: u8) -> bool {
-    matches!(b, b'0'..=b':' | b'-')
+    matches!(CLASSES[usize::from(b)], DIGIT | COLON | DASH)
 }
 
 /// The position of the first [shape byte](is_shape_byte) at or after `from`, or the text's
