@@ -76,6 +76,11 @@ pub struct BenchAlertsArgs {
     /// keying alone.
     #[arg(long)]
     pub ingest_only: bool,
+    /// Alerts per published payload (a generic JSON array), all about one service: a source
+    /// that batches, as Alertmanager does when it sends one notification per alert group.
+    /// 1 publishes one alert per message.
+    #[arg(long, default_value_t = 1)]
+    pub per_payload: u32,
     /// Offered load in alerts/s; 0 publishes as fast as acks allow (capacity).
     #[arg(long, default_value_t = 0)]
     pub rate: u32,

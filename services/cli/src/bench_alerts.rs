@@ -34,8 +34,8 @@ struct Observed {
 }
 
 pub async fn run(args: BenchAlertsArgs) -> anyhow::Result<std::process::ExitCode> {
-    if args.alerts == 0 || args.services == 0 {
-        bail!("--alerts and --services must be > 0");
+    if args.alerts == 0 || args.services == 0 || args.per_payload == 0 {
+        bail!("--alerts, --services and --per-payload must be > 0");
     }
     let data = tempfile::tempdir()?;
     let nats = match &args.nats {
@@ -135,34 +135,50 @@ pub async fn run(args: BenchAlertsArgs) -> anyhow::Result<std::process::ExitCode
     consumer_idle(&bus, &ingest, Duration::from_secs(30)).await?;
 
     let subject = bus.subjects.alerts_in(TENANT, "generic");
-    let payloads: Vec<bytes::Bytes> = (0..n)
-        .map(|i| {
-            let severity = ["critical", "high", "warning", "info"][i % 4];
-            json!({
-                "title": format!("bench alert {i}"),
-                "service": format!("svc-{}", i % args.services as usize),
-                "severity": severity,
-                "fingerprint": format!("b{i}"),
-            })
-            .to_string()
-            .into()
+    // Payload p holds alerts p*k .. p*k+k-1, all about service p mod --services.
+    let k = args.per_payload as usize;
+    let payloads: Vec<(usize, bytes::Bytes)> = (0..n)
+        .step_by(k)
+        .enumerate()
+        .map(|(p, first)| {
+            let service = format!("svc-{}", p % args.services as usize);
+            let alerts: Vec<serde_json::Value> = (first..(first + k).min(n))
+                .map(|i| {
+                    let severity = ["critical", "high", "warning", "info"][i % 4];
+                    json!({
+                        "title": format!("bench alert {i}"),
+                        "service": service,
+                        "severity": severity,
+                        "fingerprint": format!("b{i}"),
+                    })
+                })
+                .collect();
+            let payload = if k == 1 {
+                alerts[0].to_string()
+            } else {
+                serde_json::Value::Array(alerts).to_string()
+            };
+            (first, payload.into())
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let started = Instant::now();
     let mut acks = futures::stream::FuturesUnordered::new();
-    for (i, payload) in payloads.into_iter().enumerate() {
+    for (first, payload) in payloads {
         while acks.len() >= args.in_flight as usize {
             if let Some(r) = acks.next().await {
                 r?;
             }
         }
-        if args.rate > 0 && i % 100 == 0 {
+        if args.rate > 0 && first % 100 < k {
             // Paced: alert i is due at i / rate seconds after the start.
-            let due = started + Duration::from_secs_f64(i as f64 / f64::from(args.rate));
+            let due = started + Duration::from_secs_f64(first as f64 / f64::from(args.rate));
             tokio::time::sleep_until(due.into()).await;
         }
-        *published_at[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        let now = Some(Instant::now());
+        for at in &published_at[first..(first + k).min(n)] {
+            *at.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        }
         let ack = bus.js.publish(subject.clone(), payload).await?;
         acks.push(async move { ack.await.map(|_| ()) });
         if Instant::now() > deadline {
@@ -215,6 +231,7 @@ pub async fn run(args: BenchAlertsArgs) -> anyhow::Result<std::process::ExitCode
         "alerts": n,
         "services": args.services,
         "partitions": args.partitions,
+        "per_payload": args.per_payload,
         "in_flight": args.in_flight,
         "offered_rate": args.rate,
         "ingest_only": args.ingest_only,

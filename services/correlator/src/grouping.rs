@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mcplane_shared::alerts::pagerduty;
-use mcplane_shared::{AlertStatus, CanonicalAlert};
+use mcplane_shared::{AlertStatus, CanonicalAlert, IncidentEventKind};
 use uuid::Uuid;
 
 use crate::escalation::Escalation;
@@ -70,6 +70,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The incident event this outcome calls for, if any.
+    pub fn event_kind(&self) -> Option<IncidentEventKind> {
+        match self {
+            Outcome::Opened(_) => Some(IncidentEventKind::Opened),
+            Outcome::Updated(_) => Some(IncidentEventKind::Updated),
+            Outcome::Resolved(_) => Some(IncidentEventKind::Resolved),
+            Outcome::Counted(_) | Outcome::Ignored => None,
+        }
+    }
+
     pub fn incident(&self) -> Option<&str> {
         match self {
             Outcome::Opened(id)

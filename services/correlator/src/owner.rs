@@ -9,7 +9,7 @@
 //! re-sent with the same `Nats-Msg-Id`). The book sits behind a plain mutex never held across
 //! an `.await`; the consumer and the timer each take it for one short, synchronous step.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,15 @@ fn outcome_index(outcome: &Outcome) -> usize {
         Outcome::Counted(_) => 3,
         Outcome::Ignored => 4,
     }
+}
+
+/// An incident event one alert of a batch decided; an `updated` one is built only if no later
+/// event of its incident in the batch supersedes it.
+struct Decided<'a> {
+    incident: String,
+    kind: IncidentEventKind,
+    env: &'a Envelope<CanonicalAlert>,
+    publication: Option<Publication>,
 }
 
 fn retry_later(outcome: Result<(), Retry>) -> Disposition {
@@ -253,8 +262,15 @@ impl PartitionOwner {
 
     /// Routes each alert of a batch to its incident, then writes every touched incident once,
     /// every alert's ledger entry and the events they decided in one sled batch. Returns the
-    /// publications to send: those events (one per material change, in order) and the recorded
-    /// outputs of alerts already handled.
+    /// publications to send: those events (in order) and the recorded outputs of alerts already
+    /// handled.
+    ///
+    /// An `updated` event that a later event of the same incident in this batch supersedes is
+    /// not sent: every event carries the incident's whole state, so the later one tells all it
+    /// would have (its revision is skipped, as one whose event was lost would be). `opened` and
+    /// `resolved` are always sent. A source that batches (an Alertmanager group of ten alerts)
+    /// thus costs two events, not ten, each holding up to ten alerts: the events were the
+    /// owner's largest cost once alerts arrived together.
     fn apply_alerts(
         &self,
         book: &mut IncidentBook,
@@ -262,9 +278,10 @@ impl PartitionOwner {
         now: DateTime<Utc>,
     ) -> Result<Vec<Publication>, ServiceError> {
         let mut republish = Vec::new();
-        let mut events = Vec::new();
-        let mut entries: Vec<(&str, LedgerEntry)> = Vec::with_capacity(alerts.len());
-        let mut touched = HashSet::new();
+        let mut decided: Vec<Decided> = Vec::new();
+        // Per incident, the index in `decided` of its latest event.
+        let mut latest: HashMap<String, usize> = HashMap::new();
+        let mut applied: Vec<(&str, Option<usize>)> = Vec::with_capacity(alerts.len());
         let mut seen_keys = HashSet::with_capacity(alerts.len());
         let mut outcomes = [0u64; 5];
         for (_, key, env) in alerts {
@@ -281,20 +298,73 @@ impl PartitionOwner {
             }
             let outcome = book.apply(env.id, &env.body, &self.policy, now);
             outcomes[outcome_index(&outcome)] += 1;
-            let event = self.alert_event(book, env, &outcome)?;
-            if let Some(id) = outcome.incident() {
-                touched.insert(id.to_string());
+            let mut event = None;
+            if let Some(kind) = outcome.event_kind() {
+                if let Some(id) = outcome.incident() {
+                    // `opened` and `resolved` are never superseded: built now, as they stand.
+                    let built = match kind {
+                        IncidentEventKind::Updated => None,
+                        _ => self.alert_event(book, env, id, kind)?,
+                    };
+                    latest.insert(id.to_string(), decided.len());
+                    event = Some(decided.len());
+                    decided.push(Decided {
+                        incident: id.to_string(),
+                        kind,
+                        env,
+                        publication: built,
+                    });
+                }
             }
-            let entry = LedgerEntry {
-                at: now,
-                events: event.iter().filter_map(|p| p.msg_id.clone()).collect(),
-                ..Default::default()
-            };
-            events.extend(event);
-            entries.push((key.as_str(), entry));
+            if matches!(outcome, Outcome::Ignored) {
+                tracing::info!(
+                    fingerprint = %env.body.fingerprint,
+                    service = %env.body.service,
+                    "resolved alert matches no open incident; ignored"
+                );
+            }
+            if let Some(id) = outcome.incident() {
+                latest.entry(id.to_string()).or_insert(usize::MAX);
+            }
+            applied.push((key.as_str(), event));
         }
+        // The events sent: each incident's latest, and every `opened` and `resolved`.
+        let mut sent_as: Vec<Option<usize>> = vec![None; decided.len()];
+        let mut events = Vec::with_capacity(decided.len());
+        for i in 0..decided.len() {
+            let last = latest.get(&decided[i].incident) == Some(&i);
+            if decided[i].publication.is_none() && last {
+                let d = &decided[i];
+                decided[i].publication = self.alert_event(book, d.env, &d.incident, d.kind)?;
+            }
+            if let Some(p) = decided[i].publication.take() {
+                sent_as[i] = Some(events.len());
+                events.push(p);
+            }
+        }
+        // An alert's ledger entry names the event it decided, or the one that superseded it:
+        // a redelivery republishes what tells its effect.
+        let msg_id = |i: usize| -> Option<String> {
+            let sent = sent_as[i].or_else(|| {
+                latest
+                    .get(&decided[i].incident)
+                    .and_then(|&l| sent_as.get(l).copied().flatten())
+            })?;
+            events[sent].msg_id.clone()
+        };
+        let entries: Vec<(&str, LedgerEntry)> = applied
+            .iter()
+            .map(|(key, event)| {
+                let entry = LedgerEntry {
+                    at: now,
+                    events: event.and_then(msg_id).into_iter().collect(),
+                    ..Default::default()
+                };
+                (*key, entry)
+            })
+            .collect();
         // Each touched incident written once, as it stands after the batch.
-        let incidents: Vec<&Incident> = touched.iter().filter_map(|id| book.get(id)).collect();
+        let incidents: Vec<&Incident> = latest.keys().filter_map(|id| book.get(id)).collect();
         self.store.apply(Step {
             incidents,
             ledger: entries.iter().map(|(k, e)| (*k, e)).collect(),
@@ -307,45 +377,36 @@ impl PartitionOwner {
                     .increment(n);
             }
         }
+        let superseded = decided.len() - events.len();
+        if superseded > 0 {
+            metrics::counter!("mcplane_correlator_events_superseded_total")
+                .increment(superseded as u64);
+        }
         events.extend(republish);
         Ok(events)
     }
 
-    /// The incident event one applied alert decided, if any.
+    /// The `kind` event of incident `id` as it stands, derived from the alert that decided it.
     fn alert_event(
         &self,
         book: &IncidentBook,
         env: &Envelope<CanonicalAlert>,
-        outcome: &Outcome,
+        id: &str,
+        kind: IncidentEventKind,
     ) -> Result<Option<Publication>, ServiceError> {
-        let kind = match outcome {
-            Outcome::Opened(_) => Some(IncidentEventKind::Opened),
-            Outcome::Updated(_) => Some(IncidentEventKind::Updated),
-            Outcome::Resolved(_) => Some(IncidentEventKind::Resolved),
-            Outcome::Counted(_) | Outcome::Ignored => None,
+        let Some(incident) = book.get(id) else {
+            return Ok(None);
         };
-        let incident = outcome.incident().and_then(|id| book.get(id));
-        if let (Some(kind), Some(incident)) = (kind, incident) {
-            tracing::info!(
-                incident_id = %incident.id,
-                tenant = %incident.tenant,
-                service = %incident.service,
-                revision = incident.revision,
-                event = kind.as_str(),
-                "incident {}", kind.as_str()
-            );
-            return self
-                .event_publication(env.derive(incident.event(kind)))
-                .map(Some);
-        }
-        if matches!(outcome, Outcome::Ignored) {
-            tracing::info!(
-                fingerprint = %env.body.fingerprint,
-                service = %env.body.service,
-                "resolved alert matches no open incident; ignored"
-            );
-        }
-        Ok(None)
+        tracing::info!(
+            incident_id = %incident.id,
+            tenant = %incident.tenant,
+            service = %incident.service,
+            revision = incident.revision,
+            event = kind.as_str(),
+            "incident {}", kind.as_str()
+        );
+        self.event_publication(env.derive(incident.event(kind)))
+            .map(Some)
     }
 
     async fn handle_reply(&self, env: Envelope<Exchange>, key: &str) -> Result<(), Retry> {

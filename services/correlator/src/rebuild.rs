@@ -25,11 +25,10 @@ use futures::StreamExt;
 use mcplane_shared::bus::{Bus, Publication};
 use mcplane_shared::subjects::{StreamKind, Subjects};
 use mcplane_shared::{
-    CanonicalAlert, Envelope, IncidentEvent, IncidentEventKind, IncidentSummary, Service,
-    ServiceError,
+    CanonicalAlert, Envelope, IncidentEvent, IncidentSummary, Service, ServiceError,
 };
 
-use crate::grouping::{IncidentBook, Outcome, Policy};
+use crate::grouping::{IncidentBook, Policy};
 use crate::notify::NotifyLog;
 use crate::owner::STAGE;
 use crate::rules::Rules;
@@ -180,12 +179,7 @@ pub async fn rebuild_if_empty(
                 }
                 // Acked below the floor: never delivered again, so no ledger entry is needed.
                 if seq > ack_floor {
-                    let kind = match outcome {
-                        Outcome::Opened(_) => Some(IncidentEventKind::Opened),
-                        Outcome::Updated(_) => Some(IncidentEventKind::Updated),
-                        Outcome::Resolved(_) => Some(IncidentEventKind::Resolved),
-                        Outcome::Counted(_) | Outcome::Ignored => None,
-                    };
+                    let kind = outcome.event_kind();
                     let mut publications = Vec::new();
                     if let (Some(kind), Some(incident)) = (kind, incident) {
                         publications.push(event_publication(

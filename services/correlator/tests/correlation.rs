@@ -346,6 +346,9 @@ async fn a_flapping_alert_is_damped_then_settles_and_the_incident_resolves() {
     }
     // opened, resolved, updated (fired again), updated (flapping, told once), then nothing
     // per flap; the last state (resolved) is told once the alert was quiet for the window.
+    // When the fired-again alert and the one that made it flapping share a pulled batch, the
+    // first `updated` is superseded by the second within the batch and not sent (revision 3
+    // is skipped); nothing else is ever skipped.
     let events = h
         .events_until("the settled resolve", |e| {
             e.last().is_some_and(|l| {
@@ -355,14 +358,20 @@ async fn a_flapping_alert_is_damped_then_settles_and_the_incident_resolves() {
             })
         })
         .await;
-    let kinds: Vec<IncidentEventKind> = events.iter().map(|e| e.event).collect();
+    let kinds: Vec<(IncidentEventKind, u32)> =
+        events.iter().map(|e| (e.event, e.revision)).collect();
     use IncidentEventKind::{Opened, Resolved, Updated};
-    assert_eq!(
-        kinds,
-        [Opened, Resolved, Updated, Updated, Resolved],
-        "{events:#?}"
-    );
-    assert!(events[3].alerts[0].flapping, "the flapping update says so");
+    let told = [
+        (Opened, 1),
+        (Resolved, 2),
+        (Updated, 3),
+        (Updated, 4),
+        (Resolved, 5),
+    ];
+    let superseded = [told[0], told[1], told[3], told[4]];
+    assert!(kinds == told || kinds == superseded, "{events:#?}");
+    let flapping = events.iter().find(|e| e.revision == 4).unwrap();
+    assert!(flapping.alerts[0].flapping, "the flapping update says so");
     assert_eq!(
         opened(&events).len(),
         1,
