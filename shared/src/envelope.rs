@@ -22,6 +22,8 @@ pub enum Kind {
     RawAlert,
     /// An alert normalised to mcplane's canonical form ([`crate::CanonicalAlert`]).
     Alert,
+    /// The canonical alerts of one raw message that fall on one partition ([`crate::AlertBatch`]).
+    AlertBatch,
     /// A change in an incident's life ([`crate::IncidentEvent`]).
     Incident,
     /// An incident summary for the people on call ([`crate::IncidentSummary`]).

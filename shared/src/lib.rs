@@ -26,7 +26,7 @@ pub mod tenant_keys;
 pub mod topology;
 
 pub use body::{
-    alert::{AlertStatus, CanonicalAlert, RawAlert, Severity},
+    alert::{AlertBatch, AlertStatus, BatchedAlert, CanonicalAlert, RawAlert, Severity},
     audit::{AuditEvent, AuditOutcome},
     dead_letter::{DeadLetter, RecordOrigin},
     exchange::{AiRequest, AiResponse, ContextItem, Exchange, RequestType, Usage},

@@ -5,7 +5,7 @@
 
 use schemars::{schema_for, Schema};
 
-use crate::body::alert::{CanonicalAlert, RawAlert};
+use crate::body::alert::{AlertBatch, CanonicalAlert, RawAlert};
 use crate::body::audit::{AuditEvent, Checkpoint, SealedPayload};
 use crate::body::catalog::{CatalogAnswer, CatalogQuery};
 use crate::body::dead_letter::DeadLetter;
@@ -26,6 +26,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("ai_request.schema.json", schema_for!(AiRequest)),
         ("raw_alert.schema.json", schema_for!(RawAlert)),
         ("canonical_alert.schema.json", schema_for!(CanonicalAlert)),
+        ("alert_batch.schema.json", schema_for!(AlertBatch)),
         ("incident_event.schema.json", schema_for!(IncidentEvent)),
         ("incident_summary.schema.json", schema_for!(IncidentSummary)),
         ("audit_event.schema.json", schema_for!(AuditEvent)),

@@ -222,6 +222,16 @@ impl IncidentBook {
         })
     }
 
+    /// The incidents holding an alert of `tenant` with this fingerprint: the only ones a
+    /// repeat of it can count into.
+    pub fn holding(&self, tenant: &str, fingerprint: &str) -> impl Iterator<Item = &str> {
+        self.by_fingerprint
+            .get(&index_key(tenant, fingerprint))
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
     /// Routes one alert (whose envelope id is `alert_id`) to its incident.
     pub fn apply(
         &mut self,

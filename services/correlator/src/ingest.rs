@@ -4,19 +4,22 @@
 //! `Envelope<RawAlert>` or a provider payload published as-is by a bus-native tool; for the
 //! latter the subject is the only word on tenant and source (NATS permissions on that subject
 //! are what isolate tenants). Outputs carry deterministic `Nats-Msg-Id`s
-//! (`<raw id or seq-N>:<index>:normalize`), so a redelivery is dropped by the server and, past
-//! its dedup window, by the partition owner's ledger. Stateless: replicas share the durable.
+//! (`<raw id or seq-N>:p<partition>:normalize`): one [`AlertBatch`] per raw message and
+//! partition, so a redelivery is dropped by the server and, past its dedup window, alert by
+//! alert by the partition owner's ledger. Stateless: replicas share the durable.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use mcplane_shared::bus::{run_consumer, Bus, ConsumerSpec, Disposition, Publication};
 use mcplane_shared::subjects::{validate_token, StreamKind};
-use mcplane_shared::{alerts, Envelope, RawAlert, Service, ServiceError};
+use mcplane_shared::{alerts, AlertBatch, BatchedAlert, Envelope, RawAlert, Service, ServiceError};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::grouping::is_key_only;
@@ -58,8 +61,9 @@ impl Ingest {
                 return Disposition::Term(reason);
             }
         };
-        metrics::counter!("mcplane_correlator_alerts_normalized_total")
-            .increment(pubs.len() as u64);
+        let alerts: usize = pubs.iter().map(|(_, n)| n).sum();
+        metrics::counter!("mcplane_correlator_alerts_normalized_total").increment(alerts as u64);
+        let pubs: Vec<Publication> = pubs.into_iter().map(|(p, _)| p).collect();
         match self.bus.publish_all(&pubs).await {
             Ok(()) => Disposition::Ack,
             Err(e) => {
@@ -69,14 +73,15 @@ impl Ingest {
         }
     }
 
-    /// The canonical alert publications for one raw message, or why it can never be handled.
-    /// `stream_seq` names a bare payload (which has no id of its own) in msg ids.
+    /// The canonical alert publications for one raw message (one per partition it touches,
+    /// with the number of alerts each carries), or why it can never be handled. `stream_seq`
+    /// names a bare payload (which has no id of its own) in msg ids.
     pub fn publications(
         &self,
         subject: &str,
         payload: &[u8],
         stream_seq: Option<u64>,
-    ) -> Result<Vec<Publication>, String> {
+    ) -> Result<Vec<(Publication, usize)>, String> {
         let (tenant, source) = subject_tokens(&self.bus.subjects.alerts_in_all(), subject)?;
         let value: Value = serde_json::from_slice(payload)
             .map_err(|e| format!("{subject}: payload is not JSON: {e}"))?;
@@ -109,42 +114,55 @@ impl Ingest {
         };
         let canonical = alerts::normalize(source, tenant, payload, received_at)
             .map_err(|e| format!("{subject}: {} ({}): {}", e.code, key, e.message))?;
-        let mut pubs = Vec::with_capacity(canonical.len());
-        for (i, alert) in canonical.into_iter().enumerate() {
+        // The alerts of each partition, in the raw message's order.
+        let mut batches: BTreeMap<u32, Vec<BatchedAlert>> = BTreeMap::new();
+        for alert in canonical {
             // A key-only PagerDuty acknowledge/resolve does not say which service its trigger
             // was about, so it goes to every partition; the one holding the key applies it and
             // the others ignore it.
-            let partitions: Vec<u32> = if is_key_only(&alert) {
-                (0..self.partitions).collect()
+            if is_key_only(&alert) {
+                for partition in 0..self.partitions {
+                    batches.entry(partition).or_default().push(BatchedAlert {
+                        id: Uuid::now_v7(),
+                        alert: alert.clone(),
+                    });
+                }
             } else {
-                vec![partition_of_key(
-                    &self.rules.partition_key(&alert),
-                    self.partitions,
-                )]
-            };
-            let broadcast = partitions.len() > 1;
+                let partition =
+                    partition_of_key(&self.rules.partition_key(&alert), self.partitions);
+                batches.entry(partition).or_default().push(BatchedAlert {
+                    id: Uuid::now_v7(),
+                    alert,
+                });
+            }
+        }
+        let mut pubs = Vec::with_capacity(batches.len());
+        for (partition, alerts) in batches {
+            let n = alerts.len();
+            let batch = AlertBatch { alerts };
             let mut env = match &raw {
-                Some(raw) => raw.derive(alert),
-                None => Envelope::new(tenant, alert),
+                Some(raw) => raw.derive(batch),
+                None => Envelope::new(tenant, batch),
             };
             env.tenant = tenant.to_string();
-            for partition in partitions {
-                let mut p = Publication::envelope(
-                    self.bus.subjects.alerts_partition(partition, tenant),
-                    &env,
-                    STAGE,
-                )
-                .map_err(|e| e.to_string())?;
-                p.msg_id = Some(if broadcast {
-                    format!("{key}:{i}:p{partition}:{STAGE}")
-                } else {
-                    format!("{key}:{i}:{STAGE}")
-                });
-                pubs.push(p);
-            }
+            let mut p = Publication::envelope(
+                self.bus.subjects.alerts_partition(partition, tenant),
+                &env,
+                STAGE,
+            )
+            .map_err(|e| e.to_string())?;
+            // Deterministic, so that a redelivered raw message is dropped by the server (and,
+            // past its dedup window, alert by alert by the owner's ledger).
+            p.msg_id = Some(batch_msg_id(&key, partition));
+            pubs.push((p, n));
         }
         Ok(pubs)
     }
+}
+
+/// The `Nats-Msg-Id` of the batch raw message `key` sends to `partition`.
+pub fn batch_msg_id(key: &str, partition: u32) -> String {
+    format!("{key}:p{partition}:{STAGE}")
 }
 
 /// `(tenant, source)` from `<prefix>.alerts.in.<tenant>.<source>`, both validated.

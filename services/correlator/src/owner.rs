@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::grouping::{Due, IncidentBook, Outcome, Policy};
 use crate::incident::{Change, Incident, PendingSummary};
+use crate::partition::partition_alerts;
 use crate::rebuild::event_publication;
 use crate::rules::Rules;
 use crate::store::{LedgerEntry, PartitionStore, Step};
@@ -56,8 +57,8 @@ pub struct PartitionOwner {
 /// A message that could not be handled now; the consume loop naks it.
 struct Retry;
 
-/// An alert of a pulled batch: its index in the batch, its ledger key, the alert.
-type BatchAlert = (usize, String, Envelope<CanonicalAlert>);
+/// A partition message of a pulled batch: its index in the batch, its ledger key, its alerts.
+type BatchAlert = (usize, String, Vec<Envelope<CanonicalAlert>>);
 
 /// The outcome labels of `mcplane_correlator_alerts_total`, by [`outcome_index`].
 const OUTCOMES: [&str; 5] = ["opened", "updated", "resolved", "counted", "ignored"];
@@ -178,14 +179,11 @@ impl PartitionOwner {
                     Err(code) => Disposition::Term(format!("{code}: not an exchange envelope")),
                 };
             } else {
-                match Envelope::<CanonicalAlert>::from_slice(&msg.payload) {
-                    Ok(env) => {
-                        let key = format!("alert:{}", msg_id.unwrap_or_else(|| env.id.to_string()));
-                        alerts.push((i, key, env));
-                    }
+                match partition_alerts(&msg.payload, msg_id) {
+                    Ok((key, decoded)) => alerts.push((i, key, decoded)),
                     Err(code) => {
                         dispositions[i] =
-                            Disposition::Term(format!("{code}: not a canonical alert"))
+                            Disposition::Term(format!("{code}: not a canonical alert batch"))
                     }
                 }
             }
@@ -268,7 +266,8 @@ impl PartitionOwner {
     /// An `updated` event that a later event of the same incident in this batch supersedes is
     /// not sent: every event carries the incident's whole state, so the later one tells all it
     /// would have (its revision is skipped, as one whose event was lost would be). `opened` and
-    /// `resolved` are always sent. A source that batches (an Alertmanager group of ten alerts)
+    /// `resolved` are always sent, and every event sent tells its incident as it stood at its
+    /// revision, whatever else the batch holds. A source that batches (an Alertmanager group of ten alerts)
     /// thus costs two events, not ten, each holding up to ten alerts: the events were the
     /// owner's largest cost once alerts arrived together.
     fn apply_alerts(
@@ -281,59 +280,77 @@ impl PartitionOwner {
         let mut decided: Vec<Decided> = Vec::new();
         // Per incident, the index in `decided` of its latest event.
         let mut latest: HashMap<String, usize> = HashMap::new();
-        let mut applied: Vec<(&str, Option<usize>)> = Vec::with_capacity(alerts.len());
+        // Per message, its ledger key and the indexes in `decided` of the events it decided.
+        let mut applied: Vec<(&str, Vec<usize>)> = Vec::with_capacity(alerts.len());
         let mut seen_keys = HashSet::with_capacity(alerts.len());
         let mut outcomes = [0u64; 5];
-        for (_, key, env) in alerts {
+        for (_, key, envs) in alerts {
             // A second copy in one batch (a redelivery overtaking the original) rides on the first.
             if !seen_keys.insert(key.as_str()) {
                 continue;
             }
-            let _span = self.span(env).entered();
             if let Some(entry) = self.store.ledger_entry(key)? {
                 tracing::debug!(key, "already handled; republishing the recorded outputs");
                 republish.extend(entry.publications);
                 republish.extend(self.store.events(&entry.events)?);
                 continue;
             }
-            let outcome = book.apply(env.id, &env.body, &self.policy, now);
-            outcomes[outcome_index(&outcome)] += 1;
-            let mut event = None;
-            if let Some(kind) = outcome.event_kind() {
+            let mut events = Vec::new();
+            for env in envs {
+                let _span = self.span(env).entered();
+                // A repeat counts into its incident without an event of its own; an `updated`
+                // still deferred for that incident is built first, so that what it tells is
+                // the incident at its revision, whatever else the batch holds.
+                for id in book.holding(&env.body.tenant, &env.body.fingerprint) {
+                    if let Some(&i) = latest.get(id) {
+                        if let Some(d) = decided.get_mut(i) {
+                            if d.publication.is_none() {
+                                d.publication = self.alert_event(book, d.env, id, d.kind)?;
+                            }
+                        }
+                    }
+                }
+                let outcome = book.apply(env.id, &env.body, &self.policy, now);
+                outcomes[outcome_index(&outcome)] += 1;
+                if let Some(kind) = outcome.event_kind() {
+                    if let Some(id) = outcome.incident() {
+                        // `opened` and `resolved` are never superseded: built now, as they stand.
+                        let built = match kind {
+                            IncidentEventKind::Updated => None,
+                            _ => self.alert_event(book, env, id, kind)?,
+                        };
+                        latest.insert(id.to_string(), decided.len());
+                        events.push(decided.len());
+                        decided.push(Decided {
+                            incident: id.to_string(),
+                            kind,
+                            env,
+                            publication: built,
+                        });
+                    }
+                }
+                if matches!(outcome, Outcome::Ignored) {
+                    tracing::info!(
+                        fingerprint = %env.body.fingerprint,
+                        service = %env.body.service,
+                        "resolved alert matches no open incident; ignored"
+                    );
+                }
                 if let Some(id) = outcome.incident() {
-                    // `opened` and `resolved` are never superseded: built now, as they stand.
-                    let built = match kind {
-                        IncidentEventKind::Updated => None,
-                        _ => self.alert_event(book, env, id, kind)?,
-                    };
-                    latest.insert(id.to_string(), decided.len());
-                    event = Some(decided.len());
-                    decided.push(Decided {
-                        incident: id.to_string(),
-                        kind,
-                        env,
-                        publication: built,
-                    });
+                    latest.entry(id.to_string()).or_insert(usize::MAX);
                 }
             }
-            if matches!(outcome, Outcome::Ignored) {
-                tracing::info!(
-                    fingerprint = %env.body.fingerprint,
-                    service = %env.body.service,
-                    "resolved alert matches no open incident; ignored"
-                );
-            }
-            if let Some(id) = outcome.incident() {
-                latest.entry(id.to_string()).or_insert(usize::MAX);
-            }
-            applied.push((key.as_str(), event));
+            applied.push((key.as_str(), events));
         }
         // The events sent: each incident's latest, and every `opened` and `resolved`.
         let mut sent_as: Vec<Option<usize>> = vec![None; decided.len()];
         let mut events = Vec::with_capacity(decided.len());
         for i in 0..decided.len() {
             let last = latest.get(&decided[i].incident) == Some(&i);
-            if decided[i].publication.is_none() && last {
+            if !last && decided[i].kind == IncidentEventKind::Updated {
+                continue; // superseded (even if a repeat made us build it)
+            }
+            if decided[i].publication.is_none() {
                 let d = &decided[i];
                 decided[i].publication = self.alert_event(book, d.env, &d.incident, d.kind)?;
             }
@@ -342,8 +359,9 @@ impl PartitionOwner {
                 events.push(p);
             }
         }
-        // An alert's ledger entry names the event it decided, or the one that superseded it:
-        // a redelivery republishes what tells its effect.
+        // A message's ledger entry (one for all its alerts: they are applied together or not
+        // at all) names the events its alerts decided, or those that superseded them: a
+        // redelivery republishes what tells their effect.
         let msg_id = |i: usize| -> Option<String> {
             let sent = sent_as[i].or_else(|| {
                 latest
@@ -354,10 +372,16 @@ impl PartitionOwner {
         };
         let entries: Vec<(&str, LedgerEntry)> = applied
             .iter()
-            .map(|(key, event)| {
+            .map(|(key, decided_by_it)| {
+                let mut events: Vec<String> = Vec::new();
+                for id in decided_by_it.iter().filter_map(|&i| msg_id(i)) {
+                    if !events.contains(&id) {
+                        events.push(id);
+                    }
+                }
                 let entry = LedgerEntry {
                     at: now,
-                    events: event.and_then(msg_id).into_iter().collect(),
+                    events,
                     ..Default::default()
                 };
                 (*key, entry)

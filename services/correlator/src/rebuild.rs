@@ -24,13 +24,12 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use mcplane_shared::bus::{Bus, Publication};
 use mcplane_shared::subjects::{StreamKind, Subjects};
-use mcplane_shared::{
-    CanonicalAlert, Envelope, IncidentEvent, IncidentSummary, Service, ServiceError,
-};
+use mcplane_shared::{Envelope, IncidentEvent, IncidentSummary, Service, ServiceError};
 
 use crate::grouping::{IncidentBook, Policy};
 use crate::notify::NotifyLog;
 use crate::owner::STAGE;
+use crate::partition::partition_alerts;
 use crate::rules::Rules;
 use crate::store::{LedgerEntry, PartitionStore, Step};
 
@@ -161,35 +160,37 @@ pub async fn rebuild_if_empty(
             if seq > upto {
                 break; // the durable delivers this one and what follows
             }
-            if let Ok(env) = Envelope::<CanonicalAlert>::from_slice(&msg.payload) {
-                let msg_id = msg
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Msg-Id"))
-                    .map(|v| v.as_str().to_string());
-                let key = format!("alert:{}", msg_id.unwrap_or_else(|| env.id.to_string()));
-                let outcome = book.apply(env.id, &env.body, policy, at);
-                rebuilt.alerts += 1;
-                let incident = outcome.incident().and_then(|id| book.get(id));
-                if let Some(incident) = incident {
-                    told.insert(
-                        (incident.id.clone(), incident.revision),
-                        incident.notify_sets(),
-                    );
-                }
-                // Acked below the floor: never delivered again, so no ledger entry is needed.
-                if seq > ack_floor {
-                    let kind = outcome.event_kind();
-                    let mut publications = Vec::new();
-                    if let (Some(kind), Some(incident)) = (kind, incident) {
+            let msg_id = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_string());
+            if let Ok((key, envs)) = partition_alerts(&msg.payload, msg_id) {
+                let mut publications = Vec::new();
+                for env in envs {
+                    let outcome = book.apply(env.id, &env.body, policy, at);
+                    rebuilt.alerts += 1;
+                    let incident = outcome.incident().and_then(|id| book.get(id));
+                    if let Some(incident) = incident {
+                        told.insert(
+                            (incident.id.clone(), incident.revision),
+                            incident.notify_sets(),
+                        );
+                    }
+                    if let (Some(kind), Some(incident), true) =
+                        (outcome.event_kind(), incident, seq > ack_floor)
+                    {
                         publications.push(event_publication(
                             &bus.subjects,
                             &env.derive(incident.event(kind)),
                         )?);
                     }
+                }
+                // Acked below the floor: never delivered again, so no ledger entry is needed.
+                if seq > ack_floor {
                     ledger.push((
                         key,
-                        // Kept whole rather than under `evt/`: only the few alerts above the
+                        // Kept whole rather than under `evt/`: only the few messages above the
                         // ack floor get an entry, and a redelivery republishes it as it is.
                         LedgerEntry {
                             at: now,

@@ -14,7 +14,7 @@ use mcplane_shared::bus::Bus;
 use mcplane_shared::config::{BusConfig, Common, ServiceConfig};
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
-    AlertStatus, Envelope, IncidentEvent, IncidentEventKind, IncidentSummary, RawAlert,
+    AlertBatch, AlertStatus, Envelope, IncidentEvent, IncidentEventKind, IncidentSummary, RawAlert,
     ServiceError,
 };
 use mcplane_testkit::NatsServer;
@@ -443,5 +443,63 @@ async fn an_incident_resolves_when_all_its_alerts_have_and_the_resolution_is_sum
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_sent_together_are_one_partition_message_and_their_incident_is_told_twice_not_five_times_as_it_stood(
+) {
+    let h = Harness::start(|_| {}).await;
+    // One generic array of five alerts about one service: ingest publishes them to their
+    // partition as one batch, so the owner applies them in one step.
+    let mut alerts: Vec<Value> = (0..5)
+        .map(|i| generic("search", &format!("Shard {i} unassigned"), "firing"))
+        .collect();
+    // And a repeat of the first, after the last join: counted without an event of its own,
+    // and not in the event of revision 5 either, which tells the incident as it stood then.
+    alerts.push(alerts[0].clone());
+    h.send("generic", Value::Array(alerts)).await;
+    let events = h
+        .events_until("all five alerts", |e| {
+            e.last().is_some_and(|l| l.alerts.len() == 5)
+        })
+        .await;
+    // Opened with the first alert; the four joins are one `updated` (revision 5) holding all
+    // five, the three it superseded never sent.
+    let told: Vec<(IncidentEventKind, u32, usize)> = events
+        .iter()
+        .map(|e| (e.event, e.revision, e.alerts.len()))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            (IncidentEventKind::Opened, 1, 1),
+            (IncidentEventKind::Updated, 5, 5)
+        ]
+    );
+    let counts: Vec<u32> = events[1].alerts.iter().map(|a| a.count).collect();
+    assert_eq!(counts, [1, 1, 1, 1, 1], "{:#?}", events[1]);
+    // One message on the partitions for the six alerts.
+    let mut stored: Vec<AlertBatch> = Vec::new();
+    for partition in 0..4 {
+        stored.extend(
+            h.read::<AlertBatch>(
+                StreamKind::Alerts,
+                h.bus.subjects.alerts_partition_all(partition),
+            )
+            .await,
+        );
+    }
+    assert_eq!(stored.len(), 1, "{stored:#?}");
+    let titles: Vec<&str> = stored[0]
+        .alerts
+        .iter()
+        .map(|a| a.alert.summary.as_str())
+        .collect();
+    assert_eq!(titles.len(), 6, "in the order sent: {titles:?}");
+    assert!(
+        titles[0].contains("Shard 0") && titles[4].contains("Shard 4"),
+        "{titles:?}"
+    );
     h.stop().await;
 }

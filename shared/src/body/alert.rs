@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{BodyKind, Kind};
+use uuid::Uuid;
+
+use crate::envelope::{BodyKind, Envelope, Kind};
 
 /// An alert payload exactly as the monitoring tool sent it, with the source it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -94,4 +96,60 @@ pub struct CanonicalAlert {
 
 impl BodyKind for CanonicalAlert {
     const KIND: Kind = Kind::Alert;
+}
+
+/// The canonical alerts of one raw message that fall on one partition: what the correlator's
+/// ingest publishes on `mcplane.alerts.part.<n>.<tenant>`. One message per raw message and
+/// partition, not per alert, so that a source sending alerts together (an Alertmanager group, a
+/// generic array) costs the bus and the partition owner one message, one ack and one decode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AlertBatch {
+    /// At least one, in the order of the raw message.
+    pub alerts: Vec<BatchedAlert>,
+}
+
+/// One alert of an [`AlertBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BatchedAlert {
+    /// The alert's own id (UUIDv7): an incident it opens is named after it, as after a single
+    /// alert's envelope id.
+    pub id: Uuid,
+    pub alert: CanonicalAlert,
+}
+
+impl BodyKind for AlertBatch {
+    const KIND: Kind = Kind::AlertBatch;
+}
+
+impl Envelope<AlertBatch> {
+    /// Each alert in an envelope of its own (the batch's tenant, trace and principal, the
+    /// alert's id).
+    pub fn into_alerts(self) -> impl Iterator<Item = Envelope<CanonicalAlert>> {
+        let Envelope {
+            id: _,
+            tenant,
+            kind: _,
+            time,
+            trace,
+            principal,
+            classification,
+            itinerary,
+            reply_to,
+            credential,
+            body,
+        } = self;
+        body.alerts.into_iter().map(move |a| Envelope {
+            id: a.id,
+            tenant: tenant.clone(),
+            kind: Kind::Alert,
+            time,
+            trace: trace.clone(),
+            principal: principal.clone(),
+            classification,
+            itinerary: itinerary.clone(),
+            reply_to: reply_to.clone(),
+            credential: credential.clone(),
+            body: a.alert,
+        })
+    }
 }
