@@ -376,11 +376,14 @@ impl IncidentBook {
 
 /// The probable root service when the incident spans more than one service.
 fn root_of(topology: &mcplane_shared::topology::Topology, incident: &Incident) -> Option<String> {
-    let services = incident.alerting_services();
+    // Without a CMDB there is no root to name: skip the two walks over the incident's alerts,
+    // which every alert joining it would otherwise pay.
     if topology.is_empty() || incident.services().len() < 2 {
         return None;
     }
-    topology.root(&services).map(str::to_string)
+    topology
+        .root(&incident.alerting_services())
+        .map(str::to_string)
 }
 
 /// Resolved for longer than the flap window: no alert can reopen it any more.
