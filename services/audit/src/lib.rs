@@ -12,7 +12,7 @@ pub mod store;
 
 use std::sync::Arc;
 
-use mcplane_shared::bus::{run_consumer, ConsumerSpec, Disposition};
+use mcplane_shared::bus::{run_batch_consumer, ConsumerSpec, Disposition};
 use mcplane_shared::config::ServiceConfig;
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{AuditEvent, Envelope, Service, ServiceError};
@@ -77,49 +77,11 @@ pub async fn run(
         filters: vec![bus.subjects.audit_all()],
     };
     let handler_store = store.clone();
-    let result = run_consumer(
-        &bus,
-        spec,
-        Some(store.clone()),
-        shutdown,
-        move |msg| {
-            let store = handler_store.clone();
-            let prefix = prefix.clone();
-            async move {
-                let env = match Envelope::<AuditEvent>::from_slice(&msg.payload) {
-                    Ok(env) => env,
-                    Err(code) => return Disposition::Term(format!("{code}: not an audit event")),
-                };
-                // The subject's tenant is what NATS permissions isolate: an event must belong
-                // to the tenant whose subject carried it.
-                let subject_tenant = msg.subject.as_str().strip_prefix(prefix.trim_end_matches('.'));
-                let subject_tenant = subject_tenant.and_then(|s| s.strip_prefix('.'));
-                if subject_tenant != Some(env.body.tenant.as_str()) {
-                    return Disposition::Term(format!(
-                        "audit event for tenant {} arrived on {}",
-                        env.body.tenant, msg.subject
-                    ));
-                }
-                match store.append(&env.body) {
-                    Ok(Appended::New(seq)) => {
-                        metrics::counter!("mcplane_audit_entries_total", "outcome" => "appended")
-                            .increment(1);
-                        tracing::debug!(tenant = %env.body.tenant, seq, request_id = %env.body.request_id, trace_id = %env.body.trace_id, stage = %env.body.stage, "chained");
-                        Disposition::Ack
-                    }
-                    Ok(Appended::Duplicate(_)) => {
-                        metrics::counter!("mcplane_audit_entries_total", "outcome" => "duplicate")
-                            .increment(1);
-                        Disposition::Ack
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot append to the audit chain; will retry");
-                        Disposition::Nak(std::time::Duration::from_secs(1))
-                    }
-                }
-            }
-        },
-    )
+    // A pulled batch is appended whole: one transaction per tenant, not one per event.
+    let result = run_batch_consumer(&bus, spec, Some(store.clone()), shutdown, move |batch| {
+        let dispositions = append_batch(&handler_store, &prefix, &batch);
+        std::future::ready(dispositions)
+    })
     .await;
     stop.cancel();
     if let Err(e) = checkpointing.await {
@@ -182,4 +144,65 @@ async fn checkpoints(
             return;
         }
     }
+}
+
+/// Chains a pulled batch of audit events in stream order; one disposition per message.
+fn append_batch(
+    store: &ChainStore,
+    prefix: &str,
+    batch: &[async_nats::jetstream::Message],
+) -> Vec<Disposition> {
+    let mut dispositions = vec![Disposition::Ack; batch.len()];
+    let mut events: Vec<(usize, Envelope<AuditEvent>)> = Vec::with_capacity(batch.len());
+    for (i, msg) in batch.iter().enumerate() {
+        let env = match Envelope::<AuditEvent>::from_slice(&msg.payload) {
+            Ok(env) => env,
+            Err(code) => {
+                dispositions[i] = Disposition::Term(format!("{code}: not an audit event"));
+                continue;
+            }
+        };
+        // The subject's tenant is what NATS permissions isolate: an event must belong to the
+        // tenant whose subject carried it.
+        let subject_tenant = msg
+            .subject
+            .as_str()
+            .strip_prefix(prefix.trim_end_matches('.'))
+            .and_then(|s| s.strip_prefix('.'));
+        if subject_tenant != Some(env.body.tenant.as_str()) {
+            dispositions[i] = Disposition::Term(format!(
+                "audit event for tenant {} arrived on {}",
+                env.body.tenant, msg.subject
+            ));
+            continue;
+        }
+        events.push((i, env));
+    }
+    let bodies: Vec<&AuditEvent> = events.iter().map(|(_, env)| &env.body).collect();
+    match store.append_all(&bodies) {
+        Ok(appended) => {
+            let (mut new, mut duplicate) = (0u64, 0u64);
+            for ((_, env), a) in events.iter().zip(appended) {
+                match a {
+                    Appended::New(seq) => {
+                        new += 1;
+                        let e = &env.body;
+                        tracing::debug!(tenant = %e.tenant, seq, request_id = %e.request_id, trace_id = %e.trace_id, stage = %e.stage, "chained");
+                    }
+                    Appended::Duplicate(_) => duplicate += 1,
+                }
+            }
+            metrics::counter!("mcplane_audit_entries_total", "outcome" => "appended")
+                .increment(new);
+            metrics::counter!("mcplane_audit_entries_total", "outcome" => "duplicate")
+                .increment(duplicate);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, events = events.len(), "cannot append to the audit chain; will retry");
+            for (i, _) in &events {
+                dispositions[*i] = Disposition::Nak(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+    dispositions
 }

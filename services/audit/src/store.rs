@@ -128,39 +128,84 @@ impl ChainStore {
     /// Appends `event` to its tenant's chain, once: a second append of the same
     /// `<request id>:<stage>` returns the first one's sequence number.
     pub fn append(&self, event: &AuditEvent) -> Result<Appended, ServiceError> {
-        let tenant = event.tenant.as_str();
-        let chain_tree = self.chain_tree(tenant)?;
-        let value = serde_json::to_value(event).map_err(|e| ServiceError::Encode(e.to_string()))?;
-        let idx_key = index_key(tenant, &event.key());
-        let result =
-            (&self.index, &self.heads, &chain_tree).transaction(|(index, heads, chain)| {
-                if let Some(seq) = index.get(idx_key.as_bytes())? {
-                    return Ok(Appended::Duplicate(seq_from(&seq)));
-                }
-                let head: Option<Head> = heads
-                    .get(tenant.as_bytes())?
-                    .and_then(|h| serde_json::from_slice(&h).ok());
-                let entry = ChainEntry::next(
-                    head.as_ref().map(|h| (h.seq, h.hash.as_str())),
-                    value.clone(),
-                );
-                let encoded = serde_json::to_vec(&entry)
-                    .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                let new_head = serde_json::to_vec(&Head {
-                    seq: entry.seq,
-                    hash: entry.hash.clone(),
-                })
-                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                chain.insert(&entry.seq.to_be_bytes(), encoded)?;
-                index.insert(idx_key.as_bytes(), &entry.seq.to_be_bytes())?;
-                heads.insert(tenant.as_bytes(), new_head)?;
-                Ok(Appended::New(entry.seq))
-            });
-        match result {
-            Ok(a) => Ok(a),
-            Err(TransactionError::Abort(message)) => Err(ServiceError::Encode(message)),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
+        let mut appended = self.append_all(&[event])?;
+        appended
+            .pop()
+            .ok_or_else(|| ServiceError::storage("append returned nothing"))
+    }
+
+    /// Appends `events` in order, each once (as [`ChainStore::append`]), with one transaction per
+    /// tenant rather than one per event: a pulled batch of a busy tenant's events costs one
+    /// transaction's locks and bookkeeping. Returns what happened to each, in order.
+    pub fn append_all(&self, events: &[&AuditEvent]) -> Result<Vec<Appended>, ServiceError> {
+        let mut out = vec![Appended::Duplicate(0); events.len()];
+        // Each tenant's events, in batch order, with their positions in `events`.
+        let mut by_tenant: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            match by_tenant.iter_mut().find(|(t, _)| *t == e.tenant) {
+                Some((_, positions)) => positions.push(i),
+                None => by_tenant.push((e.tenant.as_str(), vec![i])),
+            }
         }
+        for (tenant, positions) in by_tenant {
+            let chain_tree = self.chain_tree(tenant)?;
+            let values = positions
+                .iter()
+                .map(|&i| {
+                    let value = serde_json::to_value(events[i])
+                        .map_err(|e| ServiceError::Encode(e.to_string()))?;
+                    Ok((index_key(tenant, &events[i].key()), value))
+                })
+                .collect::<Result<Vec<_>, ServiceError>>()?;
+            let result =
+                (&self.index, &self.heads, &chain_tree).transaction(|(index, heads, chain)| {
+                    let mut head: Option<Head> = heads
+                        .get(tenant.as_bytes())?
+                        .and_then(|h| serde_json::from_slice(&h).ok());
+                    // Keys chained by this transaction so far: a batch may hold one event twice.
+                    let mut chained: HashMap<&str, u64> = HashMap::new();
+                    let mut results = Vec::with_capacity(values.len());
+                    for (idx_key, value) in &values {
+                        if let Some(&seq) = chained.get(idx_key.as_str()) {
+                            results.push(Appended::Duplicate(seq));
+                            continue;
+                        }
+                        if let Some(seq) = index.get(idx_key.as_bytes())? {
+                            results.push(Appended::Duplicate(seq_from(&seq)));
+                            continue;
+                        }
+                        let entry = ChainEntry::next(
+                            head.as_ref().map(|h| (h.seq, h.hash.as_str())),
+                            value.clone(),
+                        );
+                        let encoded = serde_json::to_vec(&entry)
+                            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                        chain.insert(&entry.seq.to_be_bytes(), encoded)?;
+                        index.insert(idx_key.as_bytes(), &entry.seq.to_be_bytes())?;
+                        chained.insert(idx_key.as_str(), entry.seq);
+                        results.push(Appended::New(entry.seq));
+                        head = Some(Head {
+                            seq: entry.seq,
+                            hash: entry.hash,
+                        });
+                    }
+                    if let Some(head) = &head {
+                        let encoded = serde_json::to_vec(head)
+                            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                        heads.insert(tenant.as_bytes(), encoded)?;
+                    }
+                    Ok(results)
+                });
+            let results = match result {
+                Ok(r) => r,
+                Err(TransactionError::Abort(message)) => return Err(ServiceError::Encode(message)),
+                Err(TransactionError::Storage(e)) => return Err(e.into()),
+            };
+            for (&i, r) in positions.iter().zip(results) {
+                out[i] = r;
+            }
+        }
+        Ok(out)
     }
 
     /// Makes every append durable (called on shutdown; the consume loop flushes per batch).
@@ -403,6 +448,50 @@ mod tests {
             store.verify("c"),
             Err(VerifyError::NoChain { .. })
         ));
+    }
+
+    #[test]
+    fn a_batch_appends_in_order_per_tenant_once_each_and_chains_as_single_appends_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChainStore::open(dir.path()).unwrap();
+        store.append(&event("a", 1, "enrich")).unwrap();
+        let batch = [
+            event("a", 2, "enrich"),
+            event("b", 1, "enrich"),
+            event("a", 1, "enrich"), // chained before this batch
+            event("a", 2, "invoke"),
+            event("a", 2, "enrich"), // twice in this batch
+            event("b", 1, "invoke"),
+        ];
+        let refs: Vec<&AuditEvent> = batch.iter().collect();
+        assert_eq!(
+            store.append_all(&refs).unwrap(),
+            [
+                Appended::New(2),
+                Appended::New(1),
+                Appended::Duplicate(1),
+                Appended::New(3),
+                Appended::Duplicate(2),
+                Appended::New(2),
+            ]
+        );
+        assert_eq!(store.verify("a").unwrap().entries, 3);
+        assert_eq!(store.verify("b").unwrap().entries, 2);
+        assert!(store.append_all(&[]).unwrap().is_empty());
+
+        // The same events appended one by one give the same chains, hash for hash.
+        let single = tempfile::tempdir().unwrap();
+        let one_by_one = ChainStore::open(single.path()).unwrap();
+        one_by_one.append(&event("a", 1, "enrich")).unwrap();
+        for e in &batch {
+            one_by_one.append(e).unwrap();
+        }
+        for tenant in ["a", "b"] {
+            assert_eq!(
+                store.verify(tenant).unwrap().head_hash,
+                one_by_one.verify(tenant).unwrap().head_hash
+            );
+        }
     }
 
     #[test]
