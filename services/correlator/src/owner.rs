@@ -278,8 +278,9 @@ impl PartitionOwner {
     ) -> Result<Vec<Publication>, ServiceError> {
         let mut republish = Vec::new();
         let mut decided: Vec<Decided> = Vec::new();
-        // Per incident, the index in `decided` of its latest event.
-        let mut latest: HashMap<String, usize> = HashMap::new();
+        // Every incident the batch touched, with the index in `decided` of its latest event
+        // (none when only repeats counted into it).
+        let mut latest: HashMap<String, Option<usize>> = HashMap::new();
         // Per message, its ledger key and the indexes in `decided` of the events it decided.
         let mut applied: Vec<(&str, Vec<usize>)> = Vec::with_capacity(alerts.len());
         let mut seen_keys = HashSet::with_capacity(alerts.len());
@@ -302,7 +303,7 @@ impl PartitionOwner {
                 // still deferred for that incident is built first, so that what it tells is
                 // the incident at its revision, whatever else the batch holds.
                 for id in book.holding(&env.body.tenant, &env.body.fingerprint) {
-                    if let Some(&i) = latest.get(id) {
+                    if let Some(&Some(i)) = latest.get(id) {
                         if let Some(d) = decided.get_mut(i) {
                             if d.publication.is_none() {
                                 d.publication = self.alert_event(book, d.env, id, d.kind)?;
@@ -319,7 +320,7 @@ impl PartitionOwner {
                             IncidentEventKind::Updated => None,
                             _ => self.alert_event(book, env, id, kind)?,
                         };
-                        latest.insert(id.to_string(), decided.len());
+                        latest.insert(id.to_string(), Some(decided.len()));
                         events.push(decided.len());
                         decided.push(Decided {
                             incident: id.to_string(),
@@ -337,7 +338,9 @@ impl PartitionOwner {
                     );
                 }
                 if let Some(id) = outcome.incident() {
-                    latest.entry(id.to_string()).or_insert(usize::MAX);
+                    if !latest.contains_key(id) {
+                        latest.insert(id.to_string(), None);
+                    }
                 }
             }
             applied.push((key.as_str(), events));
@@ -346,7 +349,7 @@ impl PartitionOwner {
         let mut sent_as: Vec<Option<usize>> = vec![None; decided.len()];
         let mut events = Vec::with_capacity(decided.len());
         for i in 0..decided.len() {
-            let last = latest.get(&decided[i].incident) == Some(&i);
+            let last = latest.get(&decided[i].incident) == Some(&Some(i));
             if !last && decided[i].kind == IncidentEventKind::Updated {
                 continue; // superseded (even if a repeat made us build it)
             }
@@ -366,7 +369,9 @@ impl PartitionOwner {
             let sent = sent_as[i].or_else(|| {
                 latest
                     .get(&decided[i].incident)
-                    .and_then(|&l| sent_as.get(l).copied().flatten())
+                    .copied()
+                    .flatten()
+                    .and_then(|l| sent_as[l])
             })?;
             events[sent].msg_id.clone()
         };
