@@ -5,8 +5,8 @@
 //! latter the subject is the only word on tenant and source (NATS permissions on that subject
 //! are what isolate tenants). Outputs carry deterministic `Nats-Msg-Id`s
 //! (`<raw id or seq-N>:p<partition>:normalize`): one [`AlertBatch`] per raw message and
-//! partition, so a redelivery is dropped by the server and, past its dedup window, alert by
-//! alert by the partition owner's ledger. Stateless: replicas share the durable.
+//! partition, so a redelivery is dropped by the server and, past its dedup window, by the
+//! partition owner's ledger (one entry per partition message). Stateless: replicas share the durable.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -152,17 +152,12 @@ impl Ingest {
             )
             .map_err(|e| e.to_string())?;
             // Deterministic, so that a redelivered raw message is dropped by the server (and,
-            // past its dedup window, alert by alert by the owner's ledger).
-            p.msg_id = Some(batch_msg_id(&key, partition));
+            // past its dedup window, by the owner's ledger, keyed by this msg id).
+            p.msg_id = Some(format!("{key}:p{partition}:{STAGE}"));
             pubs.push((p, n));
         }
         Ok(pubs)
     }
-}
-
-/// The `Nats-Msg-Id` of the batch raw message `key` sends to `partition`.
-pub fn batch_msg_id(key: &str, partition: u32) -> String {
-    format!("{key}:p{partition}:{STAGE}")
 }
 
 /// `(tenant, source)` from `<prefix>.alerts.in.<tenant>.<source>`, both validated.
