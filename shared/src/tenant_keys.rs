@@ -82,6 +82,11 @@ impl TenantKey {
         Ok(TenantKey { bytes })
     }
 
+    /// The key's bytes, hex: only for storing it where its owner alone can read it.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.bytes)
+    }
+
     /// The key's public name: the first 8 bytes of SHA-256 over it, hex.
     pub fn id(&self) -> String {
         let digest = Sha256::digest(self.bytes);
@@ -329,7 +334,7 @@ impl TenantKeys {
         let path = self.path(tenant)?;
         std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
         let key = TenantKey::generate()?;
-        match write_new_secret(&path, &hex::encode(key.bytes)) {
+        match write_new_secret(&path, &key.to_hex()) {
             Ok(()) => {
                 tracing::warn!(%tenant, key_id = %key.id(), path = %path.display(), "created a new audit payload key");
                 Ok(key)

@@ -4,9 +4,10 @@
 //!
 //! On the way in, entities are masked, hashed or tokenised as configured for their type and the
 //! request's classification; restricted context fields are removed whole; token originals and
-//! restricted values go to the [`Vault`]. On the way out, an answer carrying a credential or a
-//! restricted value is blocked (`output_blocked`), other entities the model produced are
-//! masked, and the tokens are put back only for the types the principal's roles may see.
+//! restricted values are sealed into the exchange by the [`Vault`]. On the way out, that seal
+//! is opened and removed; an answer carrying a credential or a restricted value is blocked
+//! (`output_blocked`), as is one whose seal no longer opens; other entities the model produced
+//! are masked, and the tokens are put back only for the types the principal's roles may see.
 //! Counts by type go into the exchange and the audit entry; matched text never goes anywhere,
 //! not even the logs.
 
@@ -23,7 +24,7 @@ use crate::actions::{apply, detokenize, tenant_hash_key, Tokens};
 use crate::config::{Action, Config, RESTRICTED};
 use crate::detectors::EntityType;
 use crate::engine::{Counts, Redactor};
-use crate::vault::{Vault, VaultEntry};
+use crate::vault::{Vault, VaultEntry, VaultError};
 
 /// A vault that cannot be written is a passing failure: try again shortly.
 const VAULT_RETRY: Duration = Duration::from_secs(1);
@@ -63,10 +64,16 @@ impl RedactStage {
         match step {
             Step::RedactRequest => {
                 let (counts, entry) = self.redact_request(&mut env);
-                if let (Some(vault), false) = (&self.vault, entry.is_empty()) {
-                    if let Err(e) = vault.put(&env.tenant, env.id, &entry).await {
-                        tracing::warn!(error = %e, "token vault unavailable; retrying");
-                        return StageOutcome::Retry(VAULT_RETRY);
+                // Sealed whenever a restricted field was removed, even with nothing to keep: the
+                // way back then knows a missing seal was lost, not never made.
+                let seal = !entry.is_empty() || counts.contains_key(RESTRICTED);
+                if let (Some(vault), true) = (&self.vault, seal) {
+                    match vault.seal(&env.tenant, env.id, &entry).await {
+                        Ok(sealed) => env.body.vault = Some(sealed),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "token vault unavailable; retrying");
+                            return StageOutcome::Retry(VAULT_RETRY);
+                        }
                     }
                 }
                 env.body.redactions.request = owned(&counts);
@@ -75,17 +82,34 @@ impl RedactStage {
                 self.continued(env, "request", &counts, sealed)
             }
             Step::RedactResponse => {
-                let entry = match &self.vault {
-                    Some(vault) => match vault.get(&env.tenant, env.id).await {
-                        Ok(entry) => entry.unwrap_or_default(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "token vault unavailable; retrying");
-                            return StageOutcome::Retry(VAULT_RETRY);
+                // Taken out whatever happens next: the sealed tokens never leave for the client.
+                let had_restricted = env.body.redactions.request.contains_key(RESTRICTED);
+                let entry = match (env.body.vault.take(), &self.vault) {
+                    // Restricted values were removed on the way in, but their seal is gone
+                    // (dropped by a stage that predates the field): nothing to check against.
+                    (None, Some(_)) if had_restricted => Err(Blocked {
+                        reason: "vault_missing",
+                        types: Vec::new(),
+                    }),
+                    (None, _) | (Some(_), None) => Ok(VaultEntry::default()),
+                    (Some(sealed), Some(vault)) => {
+                        match vault.open_sealed(&env.tenant, env.id, &sealed).await {
+                            Ok(entry) => Ok(entry),
+                            Err(VaultError::Unavailable(e)) => {
+                                tracing::warn!(error = %e, "token vault unavailable; retrying");
+                                return StageOutcome::Retry(VAULT_RETRY);
+                            }
+                            Err(e @ VaultError::DoesNotOpen(_)) => {
+                                tracing::warn!(error = %e, "the request's token vault does not open; its answer is withheld");
+                                Err(Blocked {
+                                    reason: "vault_unreadable",
+                                    types: Vec::new(),
+                                })
+                            }
                         }
-                    },
-                    None => VaultEntry::default(),
+                    }
                 };
-                let outcome = match self.redact_response(&mut env, &entry) {
+                match entry.and_then(|entry| self.redact_response(&mut env, &entry)) {
                     Ok((counts, restored, checked)) => {
                         env.body.redactions.response = owned(&counts);
                         let mut extra = json!({ "restored": restored });
@@ -103,14 +127,18 @@ impl RedactStage {
                             .increment(1);
                         // The answer is withheld whole: the client gets the coded error only.
                         env.body.response = None;
+                        let message = if blocked.types.is_empty() {
+                            "the answer was withheld: the request's token vault was lost or \
+                             expired, so it could not be checked for restricted values"
+                                .to_string()
+                        } else {
+                            format!(
+                                "the answer was withheld: it carried {} the client may not see",
+                                blocked.types.join(", ")
+                            )
+                        };
                         StageOutcome::Fail {
-                            error: ErrorBody::new(
-                                ErrorCode::OutputBlocked,
-                                format!(
-                                    "the answer was withheld: it carried {} the client may not see",
-                                    blocked.types.join(", ")
-                                ),
-                            ),
+                            error: ErrorBody::new(ErrorCode::OutputBlocked, message),
                             detail: json!({
                                 "direction": "response",
                                 "blocked": blocked.reason,
@@ -119,16 +147,7 @@ impl RedactStage {
                             env: Box::new(env),
                         }
                     }
-                };
-                if let (Some(vault), false) = (&self.vault, entry.is_empty()) {
-                    // Best effort and nobody waits for it: the hand-off need not wait a round
-                    // trip for a purge whose failure changes nothing (the max age removes the
-                    // entry anyway).
-                    let (vault, tenant, id) =
-                        (vault.clone(), env_tenant(&outcome), env_id(&outcome));
-                    tokio::spawn(async move { vault.forget(&tenant, id).await });
                 }
-                outcome
             }
             other => StageOutcome::Fail {
                 error: ErrorBody::new(
@@ -307,20 +326,6 @@ impl RedactStage {
             name.eq_ignore_ascii_case(kind.as_str())
                 || EntityType::expand(name).is_some_and(|kinds| kinds.contains(&kind))
         })
-    }
-}
-
-fn env_tenant(outcome: &StageOutcome) -> String {
-    match outcome {
-        StageOutcome::Continue { env, .. } | StageOutcome::Fail { env, .. } => env.tenant.clone(),
-        StageOutcome::Retry(_) => String::new(),
-    }
-}
-
-fn env_id(outcome: &StageOutcome) -> uuid::Uuid {
-    match outcome {
-        StageOutcome::Continue { env, .. } | StageOutcome::Fail { env, .. } => env.id,
-        StageOutcome::Retry(_) => uuid::Uuid::nil(),
     }
 }
 

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use mcplane_redaction::config::Config;
+use mcplane_redaction::vault::Vault;
 use mcplane_shared::bus::{Bus, ResultStore};
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
@@ -25,9 +26,13 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Harness {
+        Harness::start_with(Config::default()).await
+    }
+
+    async fn start_with(config: Config) -> Harness {
         let nats = NatsServer::start();
         let data = tempfile::tempdir().unwrap();
-        let config = service_config(&nats, data.path(), Config::default());
+        let config = service_config(&nats, data.path(), config);
         let bus = mcplane_shared::bus::connect(&bus_config(&nats), "test")
             .await
             .unwrap();
@@ -69,6 +74,19 @@ impl Harness {
                 return m.payload.to_vec();
             }
             assert!(started.elapsed() < DEADLINE, "nothing arrived on {subject}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The request's result, once stored.
+    async fn stored_result(&self, id: uuid::Uuid) -> Envelope<Exchange> {
+        let results = ResultStore::open(&self.bus).await.unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(stored) = results.get(&id).await.unwrap() {
+                return stored;
+            }
+            assert!(started.elapsed() < DEADLINE, "no result stored");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -154,26 +172,24 @@ async fn request_reaches_the_model_stage_masked() {
     assert_eq!(data["tier"], 0);
     let expected = json!({"CARD": 1, "EMAIL": 2, "IP": 2, "PHONE": 2, "JWT": 1});
 
-    // The originals wait in the vault bucket for the way back, keyed by tenant and request.
-    let vault = h
-        .bus
-        .bucket(&h.bus.subjects.redaction_vault_bucket())
-        .await
-        .unwrap();
-    let entry: serde_json::Value = serde_json::from_slice(
-        &vault
-            .get(format!("{TENANT}.{}", env.id))
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(entry["tokens"]["<EMAIL_1>"], "jane.doe@example.com");
-    assert_eq!(entry["tokens"]["<IP_2>"], "10.1.2.3");
+    // The originals travel sealed for the way back; only the redaction service's vault (whose
+    // keys only it may read on a permissioned bus) opens them, for this request alone.
+    let sealed = out.body.vault.clone().expect("the tokens travel sealed");
+    assert!(!serde_json::to_string(&sealed).unwrap().contains("jane.doe"));
+    let vault = Vault::open(&h.bus).await.unwrap();
+    let entry = vault.open_sealed(TENANT, env.id, &sealed).await.unwrap();
+    assert_eq!(entry.tokens["<EMAIL_1>"], "jane.doe@example.com");
+    assert_eq!(entry.tokens["<IP_2>"], "10.1.2.3");
     assert!(
-        !entry.to_string().contains("eyJhbGciOiJIUzI1NiJ9"),
+        !serde_json::to_string(&entry)
+            .unwrap()
+            .contains("eyJhbGciOiJIUzI1NiJ9"),
         "masked credentials are not kept"
     );
+    assert!(vault
+        .open_sealed(TENANT, uuid::Uuid::now_v7(), &sealed)
+        .await
+        .is_err());
     assert_eq!(json!(out.body.redactions.request), expected);
 
     let audit = h.audit().await;
@@ -183,6 +199,81 @@ async fn request_reaches_the_model_stage_masked() {
     assert_eq!(audit.detail["counts"], expected);
     assert!(!audit.detail.to_string().contains("example.com"));
     h.stop().await;
+}
+
+/// A request whose context had a restricted field, answered by a model that repeats the
+/// field's value (it knew it from elsewhere), its seal dropped on the way when `drop_seal`:
+/// the stored result and the `redact_response` audit event.
+async fn restricted_value_repeated(drop_seal: bool) -> (Envelope<Exchange>, AuditEvent) {
+    let h = Harness::start_with(Config {
+        restricted_fields: vec!["db_host".into()],
+        ..Config::default()
+    })
+    .await;
+    let mut env = request("Where does payments-db live?");
+    env.itinerary.next = 1; // redact_request
+    env.body.context.push(ContextItem {
+        source: "cmdb".into(),
+        subject: "payments-db".into(),
+        data: json!({"tier": 0, "db_host": "db-7.payments.internal"}),
+    });
+    h.submit(&env).await;
+    let bytes = h
+        .last_on(
+            StreamKind::Pipeline,
+            &h.bus.subjects.stage(Service::Model, TENANT),
+        )
+        .await;
+    let mut out = Envelope::<Exchange>::from_slice(&bytes).unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains("db-7.payments"));
+    assert!(out.body.vault.is_some());
+
+    if drop_seal {
+        out.body.vault = None;
+    }
+    out.body.response = Some(AiResponse {
+        text: "It runs on db-7.payments.internal.".into(),
+        provider: "local".into(),
+        model: "mcplane-local-1".into(),
+        usage: Usage::default(),
+    });
+    out.itinerary.next = 3; // redact_response
+    h.bus
+        .publish_envelope(
+            h.bus.subjects.stage(Service::Redaction, TENANT),
+            &out,
+            "invoke", // as the model stage would: not a duplicate of the first submission
+        )
+        .await
+        .unwrap();
+    let stored = h.stored_result(env.id).await;
+    let audit = h.audit().await;
+    h.stop().await;
+    (stored, audit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sealed_vault_carries_restricted_values_to_the_way_back_and_never_into_a_result() {
+    // The way back knows the restricted value only from the seal, and withholds the answer.
+    let (stored, audit) = restricted_value_repeated(false).await;
+    let error = stored.body.error.clone().expect("a coded error");
+    assert_eq!(error.code, mcplane_shared::ErrorCode::OutputBlocked);
+    assert!(stored.body.vault.is_none());
+    let raw = serde_json::to_string(&stored).unwrap();
+    assert!(
+        !raw.contains("ciphertext") && !raw.contains("db-7.payments"),
+        "{raw}"
+    );
+    assert_eq!(audit.detail["blocked"], "restricted_field");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_whose_seal_was_lost_is_withheld_when_restricted_fields_were_removed() {
+    let (stored, audit) = restricted_value_repeated(true).await;
+    let error = stored.body.error.clone().expect("a coded error");
+    assert_eq!(error.code, mcplane_shared::ErrorCode::OutputBlocked);
+    assert!(stored.body.response.is_none());
+    assert_eq!(audit.detail["blocked"], "vault_missing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,15 +292,7 @@ async fn response_is_delivered_masked_with_counts() {
     });
     h.submit(&env).await;
 
-    let results = ResultStore::open(&h.bus).await.unwrap();
-    let started = Instant::now();
-    let stored = loop {
-        if let Some(stored) = results.get(&env.id).await.unwrap() {
-            break stored;
-        }
-        assert!(started.elapsed() < DEADLINE, "no result stored");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let stored = h.stored_result(env.id).await;
     assert!(stored.itinerary.is_done());
     assert!(stored.body.error.is_none());
     assert_eq!(
@@ -244,15 +327,7 @@ async fn an_answer_carrying_a_credential_is_blocked_coded_and_audited_without_it
     });
     h.submit(&env).await;
 
-    let results = ResultStore::open(&h.bus).await.unwrap();
-    let started = Instant::now();
-    let stored = loop {
-        if let Some(stored) = results.get(&env.id).await.unwrap() {
-            break stored;
-        }
-        assert!(started.elapsed() < DEADLINE, "no result stored");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let stored = h.stored_result(env.id).await;
     let error = stored.body.error.clone().expect("a coded error");
     assert_eq!(error.code, mcplane_shared::ErrorCode::OutputBlocked);
     assert!(stored.body.response.is_none());

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::body::audit::SealedPayload;
 use crate::envelope::{BodyKind, Classification, Kind};
 use crate::error::ErrorBody;
 
@@ -136,6 +137,11 @@ pub struct Exchange {
     /// Set when the request was denied or failed; the result is delivered at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+    /// What the request's redaction tokens stand for, sealed by the inbound redaction step with
+    /// a key only the redaction service can read (and which expires within the hour); the
+    /// outbound step opens and removes it. Never part of a result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<SealedPayload>,
 }
 
 impl Exchange {
@@ -147,6 +153,7 @@ impl Exchange {
             redactions: RedactionCounts::default(),
             response: None,
             error: None,
+            vault: None,
         }
     }
 }

@@ -16,7 +16,16 @@ pub fn result_publications(
     env: &Envelope<Exchange>,
     stage: &str,
 ) -> Result<Vec<Publication>, ServiceError> {
-    let payload = serde_json::to_string(env).map_err(|e| ServiceError::Encode(e.to_string()))?;
+    let payload = if env.body.vault.is_some() {
+        // A request that failed between the two redaction steps still carries its sealed
+        // tokens: they are for the redaction service alone, never for the client.
+        let mut env = env.clone();
+        env.body.vault = None;
+        serde_json::to_string(&env)
+    } else {
+        serde_json::to_string(env)
+    }
+    .map_err(|e| ServiceError::Encode(e.to_string()))?;
     let mut out = vec![Publication {
         subject: format!("$KV.{}.{}", bus.subjects.results_bucket(), env.id),
         msg_id: None,
