@@ -94,12 +94,12 @@ impl TenantKey {
     }
 
     /// Encrypts `payload` (as JSON) for the entry `<request id>:<stage>` of `tenant`.
-    pub fn seal(
+    pub fn seal<T: serde::Serialize + ?Sized>(
         &self,
         tenant: &str,
         request_id: Uuid,
         stage: &str,
-        payload: &serde_json::Value,
+        payload: &T,
     ) -> Result<SealedPayload, KeyError> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|e| KeyError::Random(e.to_string()))?;
@@ -132,6 +132,17 @@ impl TenantKey {
         request_id: Uuid,
         stage: &str,
     ) -> Result<serde_json::Value, KeyError> {
+        self.open_as(sealed, tenant, request_id, stage)
+    }
+
+    /// [`TenantKey::open`] straight into the type that was sealed.
+    pub fn open_as<T: serde::de::DeserializeOwned>(
+        &self,
+        sealed: &SealedPayload,
+        tenant: &str,
+        request_id: Uuid,
+        stage: &str,
+    ) -> Result<T, KeyError> {
         if sealed.alg != ALG {
             return Err(KeyError::NotSealed(format!(
                 "unknown algorithm {}",

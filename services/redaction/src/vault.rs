@@ -19,7 +19,7 @@
 //! carries the sealed field ([`mcplane_shared::bus::result_publications`] strips it), nor does
 //! an audit event.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,7 +44,7 @@ const PURPOSE: &str = "redaction-vault";
 pub struct VaultEntry {
     /// Token (`<EMAIL_1>`) → original.
     #[serde(default)]
-    pub tokens: std::collections::BTreeMap<String, String>,
+    pub tokens: BTreeMap<String, String>,
     /// Values of restricted context fields: an answer repeating one is blocked.
     #[serde(default)]
     pub restricted: Vec<String>,
@@ -71,8 +71,8 @@ pub enum VaultError {
 #[derive(Debug, Clone)]
 pub struct Vault {
     kv: kv::Store,
-    /// Epoch → its key and the key's id, for the live epochs only.
-    keys: Arc<Mutex<HashMap<u64, (TenantKey, String)>>>,
+    /// Epoch → its key, for the live epochs only.
+    keys: Arc<Mutex<HashMap<u64, TenantKey>>>,
 }
 
 fn epoch_at(t: SystemTime) -> u64 {
@@ -111,9 +111,7 @@ impl Vault {
             Some(key) => key,
             None => self.fetch_or_create(epoch).await?,
         };
-        let value =
-            serde_json::to_value(entry).map_err(|e| VaultError::Unavailable(e.to_string()))?;
-        key.seal(tenant, id, PURPOSE, &value)
+        key.seal(tenant, id, PURPOSE, entry)
             .map_err(|e| VaultError::Unavailable(e.to_string()))
     }
 
@@ -125,14 +123,14 @@ impl Vault {
         sealed: &SealedPayload,
     ) -> Result<VaultEntry, VaultError> {
         let now = epoch_at(SystemTime::now());
-        let key = match self.cached(now, |_, key_id| key_id == sealed.key_id) {
+        let key = match self.cached(now, |_, key| key.id() == sealed.key_id) {
             Some(key) => key,
             None => {
                 // Sealed by another replica, or before this one restarted: ask the bucket.
                 let mut found = None;
                 for epoch in live_epochs(now) {
-                    if let Some((key, key_id)) = self.fetch(epoch).await? {
-                        if key_id == sealed.key_id {
+                    if let Some(key) = self.fetch(epoch).await? {
+                        if key.id() == sealed.key_id {
                             found = Some(key);
                             break;
                         }
@@ -146,31 +144,27 @@ impl Vault {
                 })?
             }
         };
-        let value = key
-            .open(sealed, tenant, id, PURPOSE)
-            .map_err(|e| VaultError::DoesNotOpen(e.to_string()))?;
-        serde_json::from_value(value).map_err(|e| VaultError::DoesNotOpen(e.to_string()))
+        key.open_as(sealed, tenant, id, PURPOSE)
+            .map_err(|e| VaultError::DoesNotOpen(e.to_string()))
     }
 
-    /// A cached key of a live epoch passing `wanted(epoch, key id)`. Keys of epochs no longer
+    /// A cached key of a live epoch passing `wanted(epoch, key)`. Keys of epochs no longer
     /// live are forgotten here, so a replica holds none for longer than the bucket does.
-    fn cached(&self, now: u64, wanted: impl Fn(u64, &str) -> bool) -> Option<TenantKey> {
+    fn cached(&self, now: u64, wanted: impl Fn(u64, &TenantKey) -> bool) -> Option<TenantKey> {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         keys.retain(|epoch, _| live_epochs(now).contains(epoch));
         keys.iter()
-            .find(|(epoch, (_, key_id))| wanted(**epoch, key_id))
-            .map(|(_, (key, _))| key.clone())
+            .find(|(epoch, key)| wanted(**epoch, key))
+            .map(|(_, key)| key.clone())
     }
 
-    fn remember(&self, epoch: u64, key: &TenantKey) -> String {
-        let key_id = key.id();
+    fn remember(&self, epoch: u64, key: &TenantKey) {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.insert(epoch, (key.clone(), key_id.clone()));
-        key_id
+        keys.insert(epoch, key.clone());
     }
 
     /// The epoch's key from the bucket, if some replica created it (and it has not expired).
-    async fn fetch(&self, epoch: u64) -> Result<Option<(TenantKey, String)>, VaultError> {
+    async fn fetch(&self, epoch: u64) -> Result<Option<TenantKey>, VaultError> {
         let bytes = self
             .kv
             .get(key_name(epoch))
@@ -185,13 +179,13 @@ impl Vault {
             .map_err(|e| {
                 VaultError::DoesNotOpen(format!("vault key {epoch} is unreadable: {e}"))
             })?;
-        let key_id = self.remember(epoch, &key);
-        Ok(Some((key, key_id)))
+        self.remember(epoch, &key);
+        Ok(Some(key))
     }
 
     /// The epoch's key, created here unless another replica was first (then theirs is used).
     async fn fetch_or_create(&self, epoch: u64) -> Result<TenantKey, VaultError> {
-        if let Some((key, _)) = self.fetch(epoch).await? {
+        if let Some(key) = self.fetch(epoch).await? {
             return Ok(key);
         }
         let key = TenantKey::generate().map_err(|e| VaultError::Unavailable(e.to_string()))?;
@@ -208,7 +202,6 @@ impl Vault {
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => self
                 .fetch(epoch)
                 .await?
-                .map(|(key, _)| key)
                 .ok_or_else(|| VaultError::Unavailable(format!("vault key {epoch} vanished"))),
             Err(e) => Err(VaultError::Unavailable(e.to_string())),
         }

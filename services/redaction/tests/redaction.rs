@@ -78,6 +78,15 @@ impl Harness {
         }
     }
 
+    /// The last hand-off to the model stage, once one has arrived.
+    async fn handed_to_model(&self) -> Vec<u8> {
+        self.last_on(
+            StreamKind::Pipeline,
+            &self.bus.subjects.stage(Service::Model, TENANT),
+        )
+        .await
+    }
+
     /// The request's result, once stored.
     async fn stored_result(&self, id: uuid::Uuid) -> Envelope<Exchange> {
         let results = ResultStore::open(&self.bus).await.unwrap();
@@ -139,12 +148,7 @@ async fn request_reaches_the_model_stage_masked() {
     });
     h.submit(&env).await;
 
-    let bytes = h
-        .last_on(
-            StreamKind::Pipeline,
-            &h.bus.subjects.stage(Service::Model, TENANT),
-        )
-        .await;
+    let bytes = h.handed_to_model().await;
     let text = String::from_utf8(bytes.clone()).unwrap();
     for pii in [
         "jane.doe@example.com",
@@ -218,12 +222,7 @@ async fn restricted_value_repeated(drop_seal: bool) -> (Envelope<Exchange>, Audi
         data: json!({"tier": 0, "db_host": "db-7.payments.internal"}),
     });
     h.submit(&env).await;
-    let bytes = h
-        .last_on(
-            StreamKind::Pipeline,
-            &h.bus.subjects.stage(Service::Model, TENANT),
-        )
-        .await;
+    let bytes = h.handed_to_model().await;
     let mut out = Envelope::<Exchange>::from_slice(&bytes).unwrap();
     assert!(!String::from_utf8_lossy(&bytes).contains("db-7.payments"));
     assert!(out.body.vault.is_some());
