@@ -261,17 +261,25 @@ fn confirm_assignment(text: &str, start: usize, end: usize) -> Option<(usize, us
 
 /// A template, a redaction marker or an obvious stand-in rather than a value.
 fn placeholder(value: &str) -> bool {
-    let lower = value.to_ascii_lowercase();
+    /// The stand-in words, found in any case by one automaton built on first use (a
+    /// lower-cased copy searched once per word cost more than the rest of a confirmation).
+    static STAND_INS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::LazyLock::new(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build([
+                    "redacted", "null", "none", "true", "false", "required", "masked", "hidden",
+                    "changeit", "example",
+                ])
+                .ok()
+        });
     value.starts_with(['$', '<', '{', '%', '*', '['])
         || value
             .bytes()
             .all(|b| b == b'x' || b == b'X' || b == b'*' || b == b'.')
-        || [
-            "redacted", "null", "none", "true", "false", "required", "masked", "hidden",
-            "changeit", "example",
-        ]
-        .iter()
-        .any(|w| lower.contains(w))
+        || STAND_INS
+            .as_ref()
+            .is_some_and(|words| words.is_match(value))
 }
 
 /// At least two character classes (lower, upper, digit, symbol) and `min_entropy` bits per
