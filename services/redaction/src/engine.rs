@@ -128,6 +128,8 @@ struct Scratch {
     /// Where a prefix keyword starts: (start, rules anchored there).
     anchors: Vec<(usize, u128)>,
     shapes: Shapes,
+    /// Where a number may start near a digit run ([`number_starts_in`]).
+    number_starts: Vec<usize>,
 }
 
 impl Scratch {
@@ -144,6 +146,7 @@ impl Scratch {
         cap(&mut self.found);
         cap(&mut self.context);
         cap(&mut self.anchors);
+        cap(&mut self.number_starts);
         let shapes = &mut self.shapes;
         cap(&mut shapes.dotted);
         cap(&mut shapes.hex_chains);
@@ -433,7 +436,9 @@ impl Engine {
             context,
             anchors,
             shapes: text_shapes,
+            number_starts,
         } = scratch;
+        let mut numbers_found = false;
         found.clear();
         context.clear();
         anchors.clear();
@@ -491,13 +496,15 @@ impl Engine {
                     false
                 }
                 Some(Trigger::Digits(n, starts)) => {
+                    // The offsets near any digit run where a number may start, found once for
+                    // all the numeric rules.
+                    if !numbers_found {
+                        number_starts_in(text, cluster_windows(shapes, 0), number_starts);
+                        numbers_found = true;
+                    }
                     // Only around the digit runs long enough for this rule.
-                    let runs = shapes.clusters.iter().filter(|c| c.2 >= n);
-                    let windows = runs.map(|&(start, end, _)| {
-                        (start.saturating_sub(WINDOW_BEFORE), end + WINDOW_AFTER)
-                    });
-                    for_merged(text, windows, |f, t| {
-                        self.scan_starts(i, rule, starts, text, f, t, context, found)
+                    for_merged(text, cluster_windows(shapes, n), |f, t| {
+                        self.scan_starts(i, rule, starts, text, f, t, number_starts, context, found)
                     });
                     false
                 }
@@ -604,7 +611,9 @@ impl Engine {
     /// passes its start test, matching within `text[..to]`. The same candidates as a scan of
     /// the window: a scan's leftmost match starting at an offset is the anchored match there,
     /// and a start failing the test is one its confirmation would refuse (the scan would move
-    /// on by one byte).
+    /// on by one byte). Only the offsets in `number_starts` (ascending; every offset of the
+    /// window where [`may_start_number`] holds, see [`number_starts_in`]) are asked: no start
+    /// test passes elsewhere.
     #[allow(clippy::too_many_arguments)]
     fn scan_starts(
         &self,
@@ -614,22 +623,25 @@ impl Engine {
         text: &str,
         from: usize,
         to: usize,
+        number_starts: &[usize],
         context: &[(usize, usize, u128)],
         out: &mut Vec<(Span, usize)>,
     ) {
         let Some(re) = &rule.anchored else {
             return;
         };
-        let bytes = text.as_bytes();
-        let mut at = from;
-        while at < to {
-            // Every start test requires an ASCII byte, so `at` is a char boundary when it passes;
-            // and none passes where the cheap, inlined common condition fails.
-            if !may_start_number(bytes, at) || !starts(text, at) {
-                at += 1;
+        let first = number_starts.partition_point(|&at| at < from);
+        // Where a scan would resume: after a confirmed match, not inside it.
+        let mut next = from;
+        for &at in &number_starts[first..] {
+            if at >= to {
+                break;
+            }
+            // Every start test requires an ASCII byte, so `at` is a char boundary when it passes.
+            if at < next || !starts(text, at) {
                 continue;
             }
-            at = match re.find(&text[at..to]) {
+            next = match re.find(&text[at..to]) {
                 Some(m) => match (rule.confirm)(text, at, at + m.end()) {
                     Some((start, end)) if start < end => {
                         self.keep(i, rule, text, start, end, context, out);
@@ -817,6 +829,30 @@ impl Engine {
             }
         }
     }
+}
+
+/// The windows around the digit runs of at least `digits` digits that a [`Trigger::Digits`]
+/// rule searches ([`WINDOW_BEFORE`], [`WINDOW_AFTER`]).
+fn cluster_windows(shapes: &Shapes, digits: u32) -> impl Iterator<Item = (usize, usize)> + '_ {
+    shapes
+        .clusters
+        .iter()
+        .filter(move |c| c.2 >= digits)
+        .map(|&(start, end, _)| (start.saturating_sub(WINDOW_BEFORE), end + WINDOW_AFTER))
+}
+
+/// Fills `out` with every offset of the (merged) `windows` where [`may_start_number`] holds,
+/// in ascending order: the only offsets a numeric rule's start test can pass.
+fn number_starts_in(
+    text: &str,
+    windows: impl Iterator<Item = (usize, usize)>,
+    out: &mut Vec<usize>,
+) {
+    out.clear();
+    let bytes = text.as_bytes();
+    for_merged(text, windows, |from, to| {
+        out.extend((from..to).filter(|&at| may_start_number(bytes, at)));
+    });
 }
 
 /// Calls `each(from, to)` for the union of `windows` (given in order of their start), each
@@ -1443,7 +1479,19 @@ mod tests {
                 Some(Trigger::Digits(_, starts)) => {
                     // A window cut short of the text's end, as around a digit run.
                     let to = floor_boundary(text, text.len() - text.len() / 7);
-                    engine.scan_starts(i, rule, starts, text, 0, to, &[], &mut anchored);
+                    let mut number_starts = Vec::new();
+                    number_starts_in(text, std::iter::once((0, to)), &mut number_starts);
+                    engine.scan_starts(
+                        i,
+                        rule,
+                        starts,
+                        text,
+                        0,
+                        to,
+                        &number_starts,
+                        &[],
+                        &mut anchored,
+                    );
                     engine.scan(i, rule, text, 0, to, &[], &mut scanned);
                 }
                 Some(Trigger::AtSign) => {
