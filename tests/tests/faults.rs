@@ -1008,8 +1008,8 @@ impl SlackReceiver {
 /// posted exactly once (a redelivered summary whose post went out is answered from the
 /// fleet-wide claim, never posted again).
 ///
-/// The kill lands between posts (the receiver has none in flight): a kill between claiming a
-/// post and sending it leaves that post in doubt, which the notifier resolves, after minutes,
+/// The kill lands between posts (every summary so far posted, the rest of the burst still to
+/// come): a kill between claiming a post and sending it leaves that post in doubt, which the notifier resolves, after minutes,
 /// by not posting rather than risking a second page; that window is not this test's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifier_killed_mid_burst_posts_every_summary_exactly_once() {
@@ -1022,38 +1022,30 @@ async fn notifier_killed_mid_burst_posts_every_summary_exactly_once() {
     );
     let mut notifier = Victim::start(&tf, Service::Notifier, &notifier_config);
 
-    // One incident (and so one summary and one post) per service, opened over about three
-    // seconds, so the posts are spread out and the kill lands among them.
+    // One incident (and so one summary and one post) per service, opened about 70 ms apart: a
+    // third of them, then the kill once the notifier has posted every summary so far, then the
+    // rest of the burst while it is down and after it is back.
     const INCIDENTS: usize = 45;
-    let (base, key) = (tf.base(), tf.user_key.clone());
-    let sender = tokio::spawn(async move {
-        let http = reqwest::Client::new();
-        for i in 0..INCIDENTS {
-            let alert =
-                alertmanager_payload(&format!("notify-svc-{i}"), "HighErrorRate", "critical");
-            let r = http
-                .post(format!("{base}/v1/alerts/alertmanager"))
-                .bearer_auth(&key)
-                .json(&alert)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202);
-            tokio::time::sleep(Duration::from_millis(70)).await;
+    const BEFORE_KILL: usize = INCIDENTS / 3;
+    let send = |range: std::ops::Range<usize>| {
+        let (base, key) = (tf.base(), tf.user_key.clone());
+        async move {
+            let http = reqwest::Client::new();
+            for i in range {
+                let alert =
+                    alertmanager_payload(&format!("notify-svc-{i}"), "HighErrorRate", "critical");
+                let r = http
+                    .post(format!("{base}/v1/alerts/alertmanager"))
+                    .bearer_auth(&key)
+                    .json(&alert)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+                tokio::time::sleep(Duration::from_millis(70)).await;
+            }
         }
-    });
-    let killed_at = eventually(SETTLE, || async {
-        let n = slack.count();
-        (n >= INCIDENTS / 3 && slack.in_flight.load(Ordering::SeqCst) == 0).then_some(n)
-    })
-    .await
-    .expect("a third of the summaries posted");
-    assert!(killed_at < INCIDENTS, "the kill lands mid-burst");
-    notifier.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    notifier.spawn(&tf);
-    sender.await.unwrap();
-
+    };
     let bus = tf.bus().await;
     let summaries = || async {
         stored_messages(
@@ -1066,6 +1058,25 @@ async fn notifier_killed_mid_burst_posts_every_summary_exactly_once() {
         .map(|p| Envelope::<IncidentSummary>::from_slice(p).unwrap().body)
         .collect::<Vec<_>>()
     };
+    send(0..BEFORE_KILL).await;
+    // Every summary on the bus posted and none in flight: the notifier is idle, so the kill
+    // lands between posts. (Killing it when the receiver merely has nothing in flight raced
+    // with the notifier claiming its next post, which then stays in doubt, as above.)
+    let killed_at = eventually(SETTLE, || async {
+        let n = slack.count();
+        (n == BEFORE_KILL
+            && summaries().await.len() == BEFORE_KILL
+            && slack.in_flight.load(Ordering::SeqCst) == 0)
+            .then_some(n)
+    })
+    .await
+    .expect("the first third of the summaries posted");
+    notifier.kill();
+    let sender = tokio::spawn(send(BEFORE_KILL..INCIDENTS));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    notifier.spawn(&tf);
+    sender.await.unwrap();
+
     let posted = eventually(SETTLE, || async {
         let n = summaries().await.len();
         (n == INCIDENTS && slack.count() >= n).then_some(())
