@@ -484,13 +484,12 @@ impl Engine {
             due &= !bit;
             let rule = &self.rules[i];
             let on = match rule.trigger {
+                // `due` holds a keyword-gated rule only when a keyword switched it on.
                 None if rule.near_context_only => {
-                    if active & bit != 0 {
-                        self.scan_near_context(i, rule, text, context, found);
-                    }
+                    self.scan_near_context(i, rule, text, context, found);
                     false
                 }
-                None => active & bit != 0 || self.keyword_gated & bit == 0,
+                None => true,
                 Some(Trigger::AtSign) => {
                     self.scan_at_signs(i, rule, text, context, found);
                     false
@@ -547,20 +546,18 @@ impl Engine {
                     false
                 }
                 Some(trigger @ (Trigger::Prefixes(_) | Trigger::PrefixesWhere(..))) => {
-                    if active & bit != 0 {
-                        let test = match trigger {
-                            Trigger::PrefixesWhere(_, test) => Some(test),
-                            _ => None,
-                        };
-                        let starts = anchors
-                            .iter()
-                            .filter(|a| a.1 & bit != 0 && test.is_none_or(|t| t(text, a.0)))
-                            .map(|a| a.0);
-                        self.scan_anchored(i, rule, text, starts, context, found);
-                    }
+                    let test = match trigger {
+                        Trigger::PrefixesWhere(_, test) => Some(test),
+                        _ => None,
+                    };
+                    let starts = anchors
+                        .iter()
+                        .filter(|a| a.1 & bit != 0 && test.is_none_or(|t| t(text, a.0)))
+                        .map(|a| a.0);
+                    self.scan_anchored(i, rule, text, starts, context, found);
                     false
                 }
-                Some(Trigger::Keywords(_)) => active & bit != 0,
+                Some(Trigger::Keywords(_)) => true,
             };
             if on {
                 self.scan(i, rule, text, 0, text.len(), context, found);

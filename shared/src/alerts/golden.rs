@@ -27,7 +27,7 @@ fn samples() -> Vec<(String, PathBuf)> {
         files.extend(
             std::fs::read_dir(&dir)
                 .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-                .map(|e| e.unwrap().path())
+                .map(|e| e.expect("a readable directory entry").path())
                 .filter(|p| p.extension().is_some_and(|e| e == "json")),
         );
     }
@@ -35,8 +35,12 @@ fn samples() -> Vec<(String, PathBuf)> {
     files
         .into_iter()
         .map(|p| {
-            let stem = p.file_stem().unwrap().to_str().unwrap().to_string();
-            let source = stem.rsplit('.').next().unwrap().to_string();
+            let stem = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("a UTF-8 file name")
+                .to_string();
+            let source = stem.rsplit('.').next().unwrap_or_default().to_string();
             assert!(
                 super::is_known_source(&source),
                 "{}: unknown source",
@@ -50,7 +54,7 @@ fn samples() -> Vec<(String, PathBuf)> {
 #[test]
 fn every_sample_alert_normalises_to_its_golden_file() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let received_at: DateTime<Utc> = RECEIVED_AT.parse().unwrap();
+    let received_at: DateTime<Utc> = RECEIVED_AT.parse().expect("a valid timestamp");
     let golden_dir = root().join("tests/golden");
     let samples = samples();
     assert!(
@@ -58,8 +62,10 @@ fn every_sample_alert_normalises_to_its_golden_file() {
         "expected the sample payloads in examples/alerts/"
     );
     for (source, path) in samples {
-        let payload: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let payload: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let alerts = super::normalize(&source, TENANT, &payload, received_at)
             .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.message));
         for a in &alerts {
@@ -68,14 +74,18 @@ fn every_sample_alert_normalises_to_its_golden_file() {
                 assert_eq!(a.fingerprint, theirs, "{}: fingerprint", path.display());
             }
         }
-        let actual = serde_json::to_value(&alerts).unwrap();
-        let name = format!("{}.json", path.file_stem().unwrap().to_str().unwrap());
+        let actual = serde_json::to_value(&alerts).expect("canonical alerts serialise");
+        let name = format!(
+            "{}.json",
+            path.file_stem().unwrap_or_default().to_string_lossy()
+        );
         let golden_path = golden_dir.join(&name);
         if update {
-            std::fs::create_dir_all(&golden_dir).unwrap();
-            let mut text = serde_json::to_string_pretty(&actual).unwrap();
+            std::fs::create_dir_all(&golden_dir).expect("the golden folder can be created");
+            let mut text = serde_json::to_string_pretty(&actual).expect("a value serialises");
             text.push('\n');
-            std::fs::write(&golden_path, text).unwrap();
+            std::fs::write(&golden_path, text)
+                .unwrap_or_else(|e| panic!("{}: {e}", golden_path.display()));
             continue;
         }
         let expected: Value =
@@ -85,7 +95,7 @@ fn every_sample_alert_normalises_to_its_golden_file() {
                     golden_path.display()
                 )
             }))
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{}: {e}", golden_path.display()));
         compare(&name, &expected, &actual);
     }
 }
