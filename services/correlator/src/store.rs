@@ -1,8 +1,9 @@
 //! One partition's durable state in its own sled folder (`<data_dir>/correlator/p<n>/`), so a
 //! partition can move to another replica by moving the folder (or by replaying the stream).
 //!
-//! Four kinds of keys in one tree, so that one atomic batch covers a whole step: `inc/<id>`
-//! (an incident), `led/<key>` (a message already handled, with what it published, for
+//! Five kinds of keys in one tree, so that one atomic batch covers a whole step: `inc/<id>`
+//! (an incident without its alerts), `ina/<id>/<chunk>` (its alerts, sixteen to a record),
+//! `led/<key>` (a message already handled, with what it published, for
 //! redeliveries), `out/<msg id>` (an outbox of publications decided by the summary timer but
 //! not yet confirmed sent) and `evt/<msg id>` (an incident event decided by an alert, until
 //! JetStream has acknowledged it). Everything is flushed before it is published or acked.
@@ -12,6 +13,15 @@
 //! square of an incident's size. The event is kept under `evt/` only until it is sent; a
 //! redelivered alert republishes those of its events still there (a gone one was acknowledged).
 //!
+//! An incident's alerts are records of their own because a step touching an incident changes
+//! one or a few of its alerts: written inline, every step rewrote (and re-encoded) all of them,
+//! so the bytes written per alert grew with the size of its incident — an alert storm, the
+//! moment the correlator matters most, made each alert dearer. They are kept sixteen to a
+//! record (a sled key per alert cost more than it saved for incidents of tens of alerts); the
+//! store remembers a hash of each record it holds and writes only those that changed, so a
+//! step costs the same whether its incident has twenty alerts or two thousand. Incidents
+//! written inline by earlier versions still read; their next write moves the alerts apart.
+//!
 //! Flushes are group commits: every write bumps a counter, and a flush first checks whether a
 //! flush that started after its writes already covered them. So a batch of alerts handled
 //! concurrently costs one fsync, not one each — and, more importantly, at most one flush per
@@ -20,9 +30,11 @@
 //! same pool: a burst of concurrent `flush_async` calls deadlocked the partition (sled issue
 //! 1308). The blocking `flush` therefore runs on tokio's blocking pool instead.
 
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -32,8 +44,10 @@ use mcplane_shared::ServiceError;
 use serde::{Deserialize, Serialize};
 
 use crate::incident::Incident;
+use mcplane_shared::body::incident::IncidentAlert;
 
 const INCIDENT: &str = "inc/";
+const ALERTS: &str = "ina/";
 const LEDGER: &str = "led/";
 const OUTBOX: &str = "out/";
 const EVENTS: &str = "evt/";
@@ -87,6 +101,28 @@ pub struct Step<'a> {
 pub struct PartitionStore {
     db: sled::Db,
     durability: Arc<Durability>,
+    /// Per incident, a hash of each record of its alerts as the tree holds it: what a step
+    /// need not write again. Only set from what was read or written successfully.
+    alert_hashes: Mutex<HashMap<String, Vec<u64>>>,
+}
+
+/// Alerts per record.
+const CHUNK: usize = 16;
+
+/// The key of one record of an incident's alerts: its number zero-padded, so a prefix scan
+/// reads them in order.
+fn alert_key(incident: &str, chunk: usize) -> String {
+    format!("{ALERTS}{incident}/{chunk:08}")
+}
+
+fn alerts_prefix(incident: &str) -> String {
+    format!("{ALERTS}{incident}/")
+}
+
+fn hash_of(alerts: &[IncidentAlert]) -> u64 {
+    let mut h = DefaultHasher::new();
+    alerts.hash(&mut h);
+    h.finish()
 }
 
 /// Group commit bookkeeping: how many writes were made, and how many a flush has covered.
@@ -127,6 +163,7 @@ impl PartitionStore {
                     return Ok(PartitionStore {
                         db,
                         durability: Arc::default(),
+                        alert_hashes: Mutex::default(),
                     })
                 }
                 Err(e) if started.elapsed() < OPEN_PATIENCE => {
@@ -160,9 +197,36 @@ impl PartitionStore {
         self.db.is_empty()
     }
 
-    /// Every live incident.
+    /// Every live incident, with its alerts.
     pub fn incidents(&self) -> Result<Vec<Incident>, ServiceError> {
-        Ok(self.scan(INCIDENT)?.into_iter().map(|(_, i)| i).collect())
+        let mut incidents: Vec<Incident> =
+            self.scan(INCIDENT)?.into_iter().map(|(_, i)| i).collect();
+        let mut hashes = HashMap::with_capacity(incidents.len());
+        for incident in &mut incidents {
+            // An incident written inline by an earlier version has its alerts already; the
+            // hashes stay unknown, so its next write moves them apart.
+            if incident.alerts.is_empty() {
+                incident.alerts = self
+                    .scan::<Vec<IncidentAlert>>(&alerts_prefix(&incident.id))?
+                    .into_iter()
+                    .flat_map(|(_, chunk)| chunk)
+                    .collect();
+                hashes.insert(
+                    incident.id.clone(),
+                    incident.alerts.chunks(CHUNK).map(hash_of).collect(),
+                );
+            }
+        }
+        *self.hashes() = hashes;
+        Ok(incidents)
+    }
+
+    fn hashes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u64>>> {
+        // A panic while holding it cannot leave it half-updated in a way that matters: at
+        // worst an alert is written again.
+        self.alert_hashes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Publications decided but not yet confirmed sent.
@@ -182,14 +246,40 @@ impl PartitionStore {
     /// Applies one step's writes atomically (durable after the next flush).
     pub fn apply(&self, step: Step<'_>) -> Result<(), ServiceError> {
         let mut batch = sled::Batch::default();
-        for incident in step.incidents {
-            batch.insert(
-                format!("{INCIDENT}{}", incident.id).as_bytes(),
-                encode(incident)?,
-            );
+        // The alert hashes this step leaves behind, applied to the cache once the batch is in.
+        let mut written: Vec<(&str, Vec<u64>)> = Vec::with_capacity(step.incidents.len());
+        {
+            let known = self.hashes();
+            // An incident evicted in the same step is only removed.
+            let live = step
+                .incidents
+                .iter()
+                .filter(|i| !step.evicted.contains(&i.id));
+            for incident in live {
+                batch.insert(
+                    format!("{INCIDENT}{}", incident.id).as_bytes(),
+                    encode(incident)?,
+                );
+                let before = known.get(&incident.id).map(Vec::as_slice).unwrap_or(&[]);
+                let mut after = Vec::with_capacity(incident.alerts.len().div_ceil(CHUNK));
+                for (i, chunk) in incident.alerts.chunks(CHUNK).enumerate() {
+                    let hash = hash_of(chunk);
+                    if before.get(i) != Some(&hash) {
+                        batch.insert(alert_key(&incident.id, i).as_bytes(), encode(&chunk)?);
+                    }
+                    after.push(hash);
+                }
+                for i in after.len()..before.len() {
+                    batch.remove(alert_key(&incident.id, i).as_bytes());
+                }
+                written.push((incident.id.as_str(), after));
+            }
         }
-        for id in step.evicted {
+        for id in &step.evicted {
             batch.remove(format!("{INCIDENT}{id}").as_bytes());
+            for key in self.db.scan_prefix(alerts_prefix(id)).keys() {
+                batch.remove(key?);
+            }
         }
         // Kept events are stamped like the ledger entries naming them, so pruning ages out one a
         // crash left behind.
@@ -211,6 +301,13 @@ impl PartitionStore {
         }
         self.db.apply_batch(batch)?;
         self.durability.wrote();
+        let mut known = self.hashes();
+        for id in &step.evicted {
+            known.remove(id);
+        }
+        for (id, hashes) in written {
+            known.insert(id.to_string(), hashes);
+        }
         Ok(())
     }
 
@@ -418,5 +515,97 @@ mod tests {
         // Pruning ages out the entries and an event a crash left behind alike.
         assert_eq!(store.prune_ledger(at(1)).unwrap(), 3);
         assert!(store.events(&l2.events).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_incidents_alerts_are_kept_apart_and_only_the_changed_ones_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path()).await.unwrap();
+        let mut inc = Incident::open(
+            "i1".into(),
+            &alert("api", "a", AlertStatus::Firing, Severity::High),
+            at(0),
+        );
+        // Two records: the first full, the second holding one alert.
+        for n in 1..=CHUNK {
+            let mut another = inc.alerts[0].clone();
+            another.fingerprint = format!("f{n}");
+            inc.alerts.push(another);
+        }
+        let step = |inc: &Incident| {
+            store
+                .apply(Step {
+                    incidents: vec![inc],
+                    ..Default::default()
+                })
+                .unwrap()
+        };
+        step(&inc);
+        assert_eq!(store.incidents().unwrap(), vec![inc.clone()]);
+        let record: serde_json::Value =
+            serde_json::from_slice(&store.db.get("inc/i1").unwrap().unwrap()).unwrap();
+        assert!(record.get("alerts").is_none(), "alerts inline: {record}");
+
+        // A step that changes an alert of the second record writes that record only: the first,
+        // altered behind the store's back, is left as it is.
+        let mut altered = inc.alerts[..CHUNK].to_vec();
+        altered[0].summary = "written by hand".into();
+        store
+            .db
+            .insert(alert_key("i1", 0), serde_json::to_vec(&altered).unwrap())
+            .unwrap();
+        inc.alerts[CHUNK].count += 1;
+        step(&inc);
+        let read = store.incidents().unwrap();
+        assert_eq!(read[0].alerts[0].summary, "written by hand");
+        assert_eq!(read[0].alerts[CHUNK], inc.alerts[CHUNK]);
+        assert_eq!(read[0].alerts.len(), CHUNK + 1);
+
+        // Fewer alerts than before: the record no longer needed goes.
+        inc.alerts.truncate(1);
+        step(&inc);
+        assert_eq!(store.incidents().unwrap(), vec![inc.clone()]);
+        assert!(store.db.get(alert_key("i1", 1)).unwrap().is_none());
+
+        // Evicted: the incident and every alert record go.
+        store
+            .apply(Step {
+                evicted: vec!["i1".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(store.incidents().unwrap().is_empty());
+        assert_eq!(store.db.scan_prefix(ALERTS).count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_incident_written_inline_by_an_earlier_version_still_reads_and_moves_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let inc = Incident::open(
+            "i2".into(),
+            &alert("api", "a", AlertStatus::Firing, Severity::High),
+            at(0),
+        );
+        let mut inline = serde_json::to_value(&inc).unwrap();
+        inline["alerts"] = serde_json::to_value(&inc.alerts).unwrap();
+        {
+            let store = PartitionStore::open(dir.path()).await.unwrap();
+            store
+                .db
+                .insert("inc/i2", serde_json::to_vec(&inline).unwrap())
+                .unwrap();
+            store.flush_async().await.unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = PartitionStore::open(dir.path()).await.unwrap();
+        assert_eq!(store.incidents().unwrap(), vec![inc.clone()]);
+        store
+            .apply(Step {
+                incidents: vec![&inc],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(store.db.scan_prefix(alerts_prefix("i2")).count(), 1);
+        assert_eq!(store.incidents().unwrap(), vec![inc]);
     }
 }

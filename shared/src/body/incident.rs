@@ -27,7 +27,7 @@ impl IncidentEventKind {
 }
 
 /// One distinct alert inside an incident (repeats are counted, not listed again).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct IncidentAlert {
     pub fingerprint: String,
     pub source: String,
