@@ -2,7 +2,7 @@
 //! partition can move to another replica by moving the folder (or by replaying the stream).
 //!
 //! Five kinds of keys in one tree, so that one atomic batch covers a whole step: `inc/<id>`
-//! (an incident without its alerts), `ina/<id>/<chunk>` (its alerts, sixteen to a record),
+//! (an incident and its last alerts), `ina/<id>/<chunk>` (its other alerts, sixteen to a record),
 //! `led/<key>` (a message already handled, with what it published, for
 //! redeliveries), `out/<msg id>` (an outbox of publications decided by the summary timer but
 //! not yet confirmed sent) and `evt/<msg id>` (an incident event decided by an alert, until
@@ -16,11 +16,13 @@
 //! An incident's alerts are records of their own because a step touching an incident changes
 //! one or a few of its alerts: written inline, every step rewrote (and re-encoded) all of them,
 //! so the bytes written per alert grew with the size of its incident — an alert storm, the
-//! moment the correlator matters most, made each alert dearer. They are kept sixteen to a
-//! record (a sled key per alert cost more than it saved for incidents of tens of alerts); the
-//! store remembers a hash of each record it holds and writes only those that changed, so a
-//! step costs the same whether its incident has twenty alerts or two thousand. Incidents
-//! written inline by earlier versions still read; their next write moves the alerts apart.
+//! moment the correlator matters most, made each alert dearer. Full chunks of sixteen alerts
+//! are records of their own (a sled key per alert cost more than it saved for incidents of tens
+//! of alerts) and the rest, where new alerts are appended, stays in the incident's record, so
+//! a small incident is still one record; the store remembers a hash of each chunk it holds and
+//! writes only those that changed, so a step costs about the same whether its incident has
+//! twenty alerts or two thousand. Incidents written whole by earlier versions still read; their
+//! next write moves their full chunks apart.
 //!
 //! Flushes are group commits: every write bumps a counter, and a flush first checks whether a
 //! flush that started after its writes already covered them. So a batch of alerts handled
@@ -31,14 +33,14 @@
 //! 1308). The blocking `flush` therefore runs on tokio's blocking pool instead.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use mcplane_shared::bus::Publication;
+use mcplane_shared::bus::{decode_outputs, encode_outputs, Publication};
 use mcplane_shared::ledger::Ledger;
 use mcplane_shared::ServiceError;
 use serde::{Deserialize, Serialize};
@@ -68,16 +70,38 @@ pub struct LedgerEntry {
     pub events: Vec<String>,
 }
 
-/// An incident event kept until sent, as written.
-#[derive(Serialize)]
-struct EventRecord<'a> {
-    at: DateTime<Utc>,
-    publication: &'a Publication,
+/// The first byte of a kept incident event's record: then when it was decided (milliseconds
+/// since the epoch, `i64` little-endian, for pruning) and the publication in the ledger's raw
+/// layout ([`encode_outputs`]). An `updated` event carries every alert of its incident; inside
+/// a JSON record its text was escaped once more on every step. Records written as JSON by
+/// earlier versions (they start with `{`) still read.
+const EVENT_RECORD: u8 = 0xE1;
+
+fn encode_event(at: DateTime<Utc>, publication: &Publication) -> Vec<u8> {
+    let body = encode_outputs(std::slice::from_ref(publication));
+    let mut out = Vec::with_capacity(9 + body.len());
+    out.push(EVENT_RECORD);
+    out.extend_from_slice(&at.timestamp_millis().to_le_bytes());
+    out.extend_from_slice(&body);
+    out
 }
 
-/// An incident event kept until sent, as read back.
+fn decode_event(record: &[u8]) -> Result<Publication, String> {
+    if record.first() == Some(&EVENT_RECORD) {
+        let body = record.get(9..).ok_or("event record cut short")?;
+        return decode_outputs(body)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| "event record without its event".to_string());
+    }
+    serde_json::from_slice::<JsonEventRecord>(record)
+        .map(|r| r.publication)
+        .map_err(|e| e.to_string())
+}
+
+/// An incident event kept until sent, as earlier versions wrote it.
 #[derive(Deserialize)]
-struct OwnedEventRecord {
+struct JsonEventRecord {
     publication: Publication,
 }
 
@@ -85,6 +109,14 @@ struct OwnedEventRecord {
 #[derive(Deserialize)]
 struct Stamp {
     at: DateTime<Utc>,
+}
+
+fn stamp_of(record: &[u8]) -> Option<DateTime<Utc>> {
+    if record.first() == Some(&EVENT_RECORD) {
+        let millis = i64::from_le_bytes(record.get(1..9)?.try_into().ok()?);
+        return DateTime::from_timestamp_millis(millis);
+    }
+    serde_json::from_slice::<Stamp>(record).ok().map(|s| s.at)
 }
 
 /// The writes of one step, applied atomically.
@@ -104,6 +136,8 @@ pub struct PartitionStore {
     /// Per incident, a hash of each record of its alerts as the tree holds it: what a step
     /// need not write again. Only set from what was read or written successfully.
     alert_hashes: Mutex<HashMap<String, Vec<u64>>>,
+    /// Keyed at random per process, so that nobody can craft alerts whose records collide.
+    hasher: RandomState,
 }
 
 /// Alerts per record.
@@ -119,10 +153,23 @@ fn alerts_prefix(incident: &str) -> String {
     format!("{ALERTS}{incident}/")
 }
 
-fn hash_of(alerts: &[IncidentAlert]) -> u64 {
-    let mut h = DefaultHasher::new();
-    alerts.hash(&mut h);
-    h.finish()
+/// An incident's record: the incident and the alerts past its last full chunk (those a step
+/// most often changes: new alerts are appended), so an incident of fewer than [`CHUNK`]
+/// alerts is one record, as before.
+#[derive(Serialize)]
+struct Head<'a> {
+    #[serde(flatten)]
+    incident: &'a Incident,
+    tail: &'a [IncidentAlert],
+}
+
+#[derive(Deserialize)]
+struct HeadRecord {
+    #[serde(flatten)]
+    incident: Incident,
+    /// Absent in records written by earlier versions, which hold every alert inline.
+    #[serde(default)]
+    tail: Option<Vec<IncidentAlert>>,
 }
 
 /// Group commit bookkeeping: how many writes were made, and how many a flush has covered.
@@ -164,6 +211,7 @@ impl PartitionStore {
                         db,
                         durability: Arc::default(),
                         alert_hashes: Mutex::default(),
+                        hasher: RandomState::new(),
                     })
                 }
                 Err(e) if started.elapsed() < OPEN_PATIENCE => {
@@ -199,13 +247,14 @@ impl PartitionStore {
 
     /// Every live incident, with its alerts.
     pub fn incidents(&self) -> Result<Vec<Incident>, ServiceError> {
-        let mut incidents: Vec<Incident> =
-            self.scan(INCIDENT)?.into_iter().map(|(_, i)| i).collect();
-        let mut hashes = HashMap::with_capacity(incidents.len());
-        for incident in &mut incidents {
-            // An incident written inline by an earlier version has its alerts already; the
-            // hashes stay unknown, so its next write moves them apart.
-            if incident.alerts.is_empty() {
+        let heads = self.scan::<HeadRecord>(INCIDENT)?;
+        let mut incidents = Vec::with_capacity(heads.len());
+        let mut hashes = HashMap::with_capacity(heads.len());
+        for (_, head) in heads {
+            let mut incident = head.incident;
+            // An incident written whole by an earlier version has no tail and its alerts
+            // already; its hashes stay unknown, so its next write moves them apart.
+            if let Some(tail) = head.tail {
                 incident.alerts = self
                     .scan::<Vec<IncidentAlert>>(&alerts_prefix(&incident.id))?
                     .into_iter()
@@ -213,12 +262,22 @@ impl PartitionStore {
                     .collect();
                 hashes.insert(
                     incident.id.clone(),
-                    incident.alerts.chunks(CHUNK).map(hash_of).collect(),
+                    incident
+                        .alerts
+                        .chunks(CHUNK)
+                        .map(|c| self.hash_of(c))
+                        .collect(),
                 );
+                incident.alerts.extend(tail);
             }
+            incidents.push(incident);
         }
         *self.hashes() = hashes;
         Ok(incidents)
+    }
+
+    fn hash_of(&self, alerts: &[IncidentAlert]) -> u64 {
+        self.hasher.hash_one(alerts)
     }
 
     fn hashes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u64>>> {
@@ -256,14 +315,19 @@ impl PartitionStore {
                 .iter()
                 .filter(|i| !step.evicted.contains(&i.id));
             for incident in live {
+                let full = incident.alerts.len() / CHUNK * CHUNK;
+                let head = Head {
+                    incident,
+                    tail: &incident.alerts[full..],
+                };
                 batch.insert(
                     format!("{INCIDENT}{}", incident.id).as_bytes(),
-                    encode(incident)?,
+                    encode(&head)?,
                 );
                 let before = known.get(&incident.id).map(Vec::as_slice).unwrap_or(&[]);
-                let mut after = Vec::with_capacity(incident.alerts.len().div_ceil(CHUNK));
-                for (i, chunk) in incident.alerts.chunks(CHUNK).enumerate() {
-                    let hash = hash_of(chunk);
+                let mut after = Vec::with_capacity(full / CHUNK);
+                for (i, chunk) in incident.alerts[..full].chunks(CHUNK).enumerate() {
+                    let hash = self.hash_of(chunk);
                     if before.get(i) != Some(&hash) {
                         batch.insert(alert_key(&incident.id, i).as_bytes(), encode(&chunk)?);
                     }
@@ -295,8 +359,7 @@ impl PartitionStore {
             let at = stamp.unwrap_or_else(Utc::now);
             for p in step.events {
                 let id = p.msg_id.as_deref().unwrap_or(p.subject.as_str());
-                let record = EventRecord { at, publication: p };
-                batch.insert(format!("{EVENTS}{id}").as_bytes(), encode(&record)?);
+                batch.insert(format!("{EVENTS}{id}").as_bytes(), encode_event(at, p));
             }
         }
         self.db.apply_batch(batch)?;
@@ -316,9 +379,10 @@ impl PartitionStore {
         let mut out = Vec::new();
         for id in ids {
             if let Some(v) = self.db.get(format!("{EVENTS}{id}"))? {
-                let record: OwnedEventRecord = serde_json::from_slice(&v)
-                    .map_err(|e| ServiceError::storage(format!("event {id}: {e}")))?;
-                out.push(record.publication);
+                out.push(
+                    decode_event(&v)
+                        .map_err(|e| ServiceError::storage(format!("event {id}: {e}")))?,
+                );
             }
         }
         Ok(out)
@@ -379,9 +443,7 @@ impl PartitionStore {
             .chain(self.db.scan_prefix(EVENTS))
         {
             let (key, value) = item?;
-            let old = serde_json::from_slice::<Stamp>(&value)
-                .map(|e| e.at < before)
-                .unwrap_or(true);
+            let old = stamp_of(&value).map(|at| at < before).unwrap_or(true);
             if old {
                 batch.remove(key);
                 n += 1;
@@ -526,7 +588,7 @@ mod tests {
             &alert("api", "a", AlertStatus::Firing, Severity::High),
             at(0),
         );
-        // Two records: the first full, the second holding one alert.
+        // A full chunk of its own, and one alert in the incident's record.
         for n in 1..=CHUNK {
             let mut another = inc.alerts[0].clone();
             another.fingerprint = format!("f{n}");
@@ -545,8 +607,10 @@ mod tests {
         let record: serde_json::Value =
             serde_json::from_slice(&store.db.get("inc/i1").unwrap().unwrap()).unwrap();
         assert!(record.get("alerts").is_none(), "alerts inline: {record}");
+        assert_eq!(record["tail"].as_array().map(Vec::len), Some(1));
+        assert_eq!(store.db.scan_prefix(ALERTS).count(), 1);
 
-        // A step that changes an alert of the second record writes that record only: the first,
+        // A step that changes the last alert writes the incident's record only: the chunk,
         // altered behind the store's back, is left as it is.
         let mut altered = inc.alerts[..CHUNK].to_vec();
         altered[0].summary = "written by hand".into();
@@ -561,11 +625,11 @@ mod tests {
         assert_eq!(read[0].alerts[CHUNK], inc.alerts[CHUNK]);
         assert_eq!(read[0].alerts.len(), CHUNK + 1);
 
-        // Fewer alerts than before: the record no longer needed goes.
+        // Fewer alerts than a chunk: the chunk's record goes, the incident is one record.
         inc.alerts.truncate(1);
         step(&inc);
         assert_eq!(store.incidents().unwrap(), vec![inc.clone()]);
-        assert!(store.db.get(alert_key("i1", 1)).unwrap().is_none());
+        assert_eq!(store.db.scan_prefix(ALERTS).count(), 0);
 
         // Evicted: the incident and every alert record go.
         store
@@ -581,11 +645,16 @@ mod tests {
     #[tokio::test]
     async fn an_incident_written_inline_by_an_earlier_version_still_reads_and_moves_apart() {
         let dir = tempfile::tempdir().unwrap();
-        let inc = Incident::open(
+        let mut inc = Incident::open(
             "i2".into(),
             &alert("api", "a", AlertStatus::Firing, Severity::High),
             at(0),
         );
+        for n in 1..=CHUNK {
+            let mut another = inc.alerts[0].clone();
+            another.fingerprint = format!("f{n}");
+            inc.alerts.push(another);
+        }
         let mut inline = serde_json::to_value(&inc).unwrap();
         inline["alerts"] = serde_json::to_value(&inc.alerts).unwrap();
         {
@@ -607,5 +676,33 @@ mod tests {
             .unwrap();
         assert_eq!(store.db.scan_prefix(alerts_prefix("i2")).count(), 1);
         assert_eq!(store.incidents().unwrap(), vec![inc]);
+    }
+
+    #[tokio::test]
+    async fn an_event_kept_as_json_by_an_earlier_version_still_reads_and_ages_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path()).await.unwrap();
+        let event = Publication {
+            subject: "mcplane.incidents.acme.updated".into(),
+            msg_id: Some("i1:2:updated".into()),
+            traceparent: None,
+            payload: r#"{"id":"i1","summary":"a \"quoted\" word"}"#.into(),
+            core: false,
+            first: false,
+        };
+        let legacy = serde_json::json!({ "at": at(0), "publication": &event });
+        store
+            .db
+            .insert("evt/i1:2:updated", serde_json::to_vec(&legacy).unwrap())
+            .unwrap();
+        let ids = vec!["i1:2:updated".to_string()];
+        assert_eq!(store.events(&ids).unwrap(), vec![event.clone()]);
+        assert_eq!(
+            store.prune_ledger(at(0)).unwrap(),
+            0,
+            "not older than itself"
+        );
+        assert_eq!(store.prune_ledger(at(1)).unwrap(), 1);
+        assert!(store.events(&ids).unwrap().is_empty());
     }
 }
