@@ -195,3 +195,33 @@ pub fn alertmanager_payload(service: &str, alertname: &str, severity: &str) -> s
         }]
     })
 }
+
+/// The load generators' runtime: one worker thread, so the generator leaves the machine's
+/// cores to the fleet it measures.
+pub fn bench_runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start a runtime: {e}");
+            std::process::ExitCode::FAILURE
+        })
+}
+
+/// Prints a load generator's JSON report on stdout, or its error on stderr.
+pub fn print_report(report: anyhow::Result<serde_json::Value>) -> std::process::ExitCode {
+    match report {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench failed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

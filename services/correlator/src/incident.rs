@@ -33,9 +33,9 @@ pub struct Incident {
     pub service: String,
     /// Starts at 1 when opened; bumped by every material change.
     pub revision: u32,
-    /// Kept apart in the partition store, one record per alert, so that a step writes only
-    /// the alerts it changed (see `store.rs`); records written by earlier versions carry them
-    /// inline and still read.
+    /// Written by the partition store in chunks beside the incident, so that a step writes
+    /// only the chunks it changed (see `store.rs`); records written by earlier versions carry
+    /// them inline and still read.
     #[serde(default, skip_serializing)]
     pub alerts: Vec<IncidentAlert>,
     #[serde(default)]

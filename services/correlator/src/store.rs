@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use mcplane_shared::bus::{decode_outputs, encode_outputs, Publication};
+use mcplane_shared::bus::{append_outputs, decode_outputs, Publication};
 use mcplane_shared::ledger::Ledger;
 use mcplane_shared::ServiceError;
 use serde::{Deserialize, Serialize};
@@ -72,17 +72,15 @@ pub struct LedgerEntry {
 
 /// The first byte of a kept incident event's record: then when it was decided (milliseconds
 /// since the epoch, `i64` little-endian, for pruning) and the publication in the ledger's raw
-/// layout ([`encode_outputs`]). An `updated` event carries every alert of its incident; inside
+/// layout ([`append_outputs`]). An `updated` event carries every alert of its incident; inside
 /// a JSON record its text was escaped once more on every step. Records written as JSON by
 /// earlier versions (they start with `{`) still read.
 const EVENT_RECORD: u8 = 0xE1;
 
 fn encode_event(at: DateTime<Utc>, publication: &Publication) -> Vec<u8> {
-    let body = encode_outputs(std::slice::from_ref(publication));
-    let mut out = Vec::with_capacity(9 + body.len());
-    out.push(EVENT_RECORD);
+    let mut out = vec![EVENT_RECORD];
     out.extend_from_slice(&at.timestamp_millis().to_le_bytes());
-    out.extend_from_slice(&body);
+    append_outputs(&mut out, std::slice::from_ref(publication));
     out
 }
 
@@ -579,21 +577,27 @@ mod tests {
         assert!(store.events(&l2.events).unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn an_incidents_alerts_are_kept_apart_and_only_the_changed_ones_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = PartitionStore::open(dir.path()).await.unwrap();
+    /// An incident of `alerts` alerts, fingerprints `f1`, `f2`, ... after the first.
+    fn incident_of(id: &str, alerts: usize) -> Incident {
         let mut inc = Incident::open(
-            "i1".into(),
+            id.into(),
             &alert("api", "a", AlertStatus::Firing, Severity::High),
             at(0),
         );
-        // A full chunk of its own, and one alert in the incident's record.
-        for n in 1..=CHUNK {
+        for n in 1..alerts {
             let mut another = inc.alerts[0].clone();
             another.fingerprint = format!("f{n}");
             inc.alerts.push(another);
         }
+        inc
+    }
+
+    #[tokio::test]
+    async fn an_incidents_alerts_are_kept_apart_and_only_the_changed_ones_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::open(dir.path()).await.unwrap();
+        // A full chunk of its own, and one alert in the incident's record.
+        let mut inc = incident_of("i1", CHUNK + 1);
         let step = |inc: &Incident| {
             store
                 .apply(Step {
@@ -645,16 +649,7 @@ mod tests {
     #[tokio::test]
     async fn an_incident_written_inline_by_an_earlier_version_still_reads_and_moves_apart() {
         let dir = tempfile::tempdir().unwrap();
-        let mut inc = Incident::open(
-            "i2".into(),
-            &alert("api", "a", AlertStatus::Firing, Severity::High),
-            at(0),
-        );
-        for n in 1..=CHUNK {
-            let mut another = inc.alerts[0].clone();
-            another.fingerprint = format!("f{n}");
-            inc.alerts.push(another);
-        }
+        let inc = incident_of("i2", CHUNK + 1);
         let mut inline = serde_json::to_value(&inc).unwrap();
         inline["alerts"] = serde_json::to_value(&inc.alerts).unwrap();
         {

@@ -23,7 +23,7 @@ pub use connect::{connect, connect_with_inbox, version_at_least};
 pub use consume::{run_batch_consumer, run_consumer, ConsumerSpec, Disposition};
 pub use discovery::announce;
 pub use flow::run_flowing_consumer;
-pub use outputs::{decode_outputs, encode_outputs};
+pub use outputs::{append_outputs, decode_outputs, encode_outputs};
 pub use publish::{audit_publication, Publication};
 pub use recorded::publish_once;
 pub use results::{result_publications, ResultStore};

@@ -20,6 +20,14 @@ const TRACEPARENT: u8 = 8;
 
 /// Encodes `pubs` as a ledger entry.
 pub fn encode_outputs(pubs: &[Publication]) -> Vec<u8> {
+    let mut out = Vec::new();
+    append_outputs(&mut out, pubs);
+    out
+}
+
+/// Appends the entry of `pubs` to `out` (a record that carries an entry after a header of its
+/// own, without copying the entry once more).
+pub fn append_outputs(out: &mut Vec<u8>, pubs: &[Publication]) {
     let size: usize = pubs
         .iter()
         .map(|p| {
@@ -29,7 +37,7 @@ pub fn encode_outputs(pubs: &[Publication]) -> Vec<u8> {
                 + p.payload.len()
         })
         .sum();
-    let mut out = Vec::with_capacity(5 + size);
+    out.reserve(5 + size);
     out.push(VERSION);
     out.extend_from_slice(&(pubs.len() as u32).to_le_bytes());
     for p in pubs {
@@ -47,16 +55,15 @@ pub fn encode_outputs(pubs: &[Publication]) -> Vec<u8> {
             flags |= TRACEPARENT;
         }
         out.push(flags);
-        put(&mut out, p.subject.as_bytes());
+        put(out, p.subject.as_bytes());
         if let Some(id) = &p.msg_id {
-            put(&mut out, id.as_bytes());
+            put(out, id.as_bytes());
         }
         if let Some(tp) = &p.traceparent {
-            put(&mut out, tp.as_bytes());
+            put(out, tp.as_bytes());
         }
-        put(&mut out, p.payload.as_bytes());
+        put(out, p.payload.as_bytes());
     }
-    out
 }
 
 /// Decodes a ledger entry written by [`encode_outputs`] or, before it, as a JSON array.

@@ -22,6 +22,7 @@
 //! Latency is open-loop (message `i` of a run at `r`/s is scheduled at `start + i/r` and timed
 //! from then), throughput at saturation closed-loop (`--in-flight` messages kept in flight).
 
+use std::future::IntoFuture;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,16 +108,9 @@ const OUT: &str = "floor.out";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    let runtime = match mcplane_tests::bench_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start a runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     // Re-executed as one stage: `stage <index> <url> <stages> <audit> <final-stored> <in-hand>`.
     if args.get(1).map(String::as_str) == Some("stage") {
@@ -128,19 +122,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    match options().and_then(|o| runtime.block_on(bench(o))) {
-        Ok(report) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    mcplane_tests::print_report(options().and_then(|o| runtime.block_on(bench(o))))
 }
 
 /// One stage: consume `floor.s.<i>`, forward to the next stage (or out), ack.
@@ -355,24 +337,14 @@ async fn run_fixed(
             let acks = Arc::new(Semaphore::new(4096));
             for i in 0..n {
                 tokio::time::sleep_until(scheduled(i).into()).await;
-                let mut body = payload.to_vec();
-                body[..8].copy_from_slice(&(first + i as u64).to_be_bytes());
-                let mut headers = HeaderMap::new();
-                headers.insert("Nats-Msg-Id", format!("m{}", first + i as u64).as_str());
                 let Ok(permit) = acks.clone().acquire_owned().await else {
                     break;
                 };
-                match js
-                    .publish_with_headers(format!("{HAND_OFF}.0"), headers, body.into())
-                    .await
-                {
-                    Ok(ack) => {
-                        tokio::spawn(async move {
-                            let _ = ack.await;
-                            drop(permit);
-                        });
-                    }
-                    Err(e) => eprintln!("publish failed: {e}"),
+                if let Some(ack) = send_numbered(&js, &payload, first + i as u64).await {
+                    tokio::spawn(async move {
+                        let _ = ack.await;
+                        drop(permit);
+                    });
                 }
             }
         })
@@ -409,24 +381,9 @@ async fn run_closed(
 ) -> anyhow::Result<Value> {
     let mut out = client.subscribe(OUT).await?;
     client.flush().await?;
-    let send = |seq: u64| {
-        let js = js.clone();
-        let mut body = payload.to_vec();
-        body[..8].copy_from_slice(&seq.to_be_bytes());
-        async move {
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("m{seq}").as_str());
-            match js
-                .publish_with_headers(format!("{HAND_OFF}.0"), headers, body.into())
-                .await
-            {
-                Ok(ack) => {
-                    tokio::spawn(async move {
-                        let _ = ack.await;
-                    });
-                }
-                Err(e) => eprintln!("publish failed: {e}"),
-            }
+    let send = |seq: u64| async move {
+        if let Some(ack) = send_numbered(js, payload, seq).await {
+            tokio::spawn(ack.into_future());
         }
     };
     let first = *sequence;
@@ -468,6 +425,29 @@ async fn run_closed(
         "per_sec": (done as f64 / secs).round(),
         "latency_ms": percentiles(latencies),
     }))
+}
+
+/// Publishes message number `seq` into the first stage (the number in its first eight bytes,
+/// its msg id derived from it); the ack still to come, or `None` when the publish failed.
+async fn send_numbered(
+    js: &jetstream::Context,
+    payload: &bytes::Bytes,
+    seq: u64,
+) -> Option<jetstream::context::PublishAckFuture> {
+    let mut body = payload.to_vec();
+    body[..8].copy_from_slice(&seq.to_be_bytes());
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("m{seq}").as_str());
+    match js
+        .publish_with_headers(format!("{HAND_OFF}.0"), headers, body.into())
+        .await
+    {
+        Ok(ack) => Some(ack),
+        Err(e) => {
+            eprintln!("publish failed: {e}");
+            None
+        }
+    }
 }
 
 /// The sequence number a message was sent with: its first eight bytes.

@@ -84,30 +84,11 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("run") {
         return mcplane_cli::main();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    let runtime = match mcplane_tests::bench_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start a runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    match runtime.block_on(bench()) {
-        Ok(report) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    mcplane_tests::print_report(runtime.block_on(bench()))
 }
 
 /// The fleet's processes, killed when dropped.
