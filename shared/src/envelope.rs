@@ -213,6 +213,8 @@ pub struct Envelope<B> {
     /// The tenant the data belongs to; empty only on a request not yet authenticated.
     pub tenant: String,
     pub kind: Kind,
+    #[serde(with = "crate::rfc3339")]
+    #[schemars(with = "DateTime<Utc>")]
     pub time: DateTime<Utc>,
     pub trace: TraceContext,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,7 +1,8 @@
 //! The correlator's per-alert cost without the bus: normalising each provider format (the
 //! shared fixtures), then routing an alert in a partition's book holding 1,000 open incidents
 //! (a repeat counted, a new alert joining its group, an alert joining through the CMDB
-//! topology), and the dedup stage's `needs_update`.
+//! topology), the dedup stage's `needs_update`, and writing and reading an incident event and
+//! a timestamp.
 //!
 //! `cargo bench -p mcplane-correlator --bench correlate` prints criterion's report, then one
 //! JSON line with the mean of each benchmark in nanoseconds and the alerts per second one core
@@ -18,7 +19,9 @@ use mcplane_correlator::notify::{needs_update, NotifyLog};
 use mcplane_correlator::rules::Rules;
 use mcplane_shared::alerts;
 use mcplane_shared::topology::Topology;
-use mcplane_shared::{AlertStatus, CanonicalAlert, Severity};
+use mcplane_shared::{
+    AlertStatus, CanonicalAlert, IncidentAlert, IncidentEvent, IncidentEventKind, Severity,
+};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -53,6 +56,43 @@ fn alert(service: &str, fingerprint: &str) -> CanonicalAlert {
         ends_at: None,
         links: vec![],
         original: Value::Null,
+    }
+}
+
+/// A timestamp as the contracts write it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stamp(#[serde(with = "mcplane_shared::rfc3339")] DateTime<Utc>);
+
+/// An `updated` event of an incident of `n` alerts, as the owner publishes and keeps it.
+fn incident_event(n: usize) -> IncidentEvent {
+    let alerts = (0..n)
+        .map(|i| IncidentAlert {
+            fingerprint: format!("{i:016x}"),
+            source: "alertmanager".into(),
+            service: "checkout".into(),
+            status: AlertStatus::Firing,
+            severity: Severity::High,
+            summary: format!("checkout p99 latency above 800ms on pod checkout-{i}"),
+            count: 1,
+            first_seen: now() + chrono::Duration::milliseconds(i as i64 * 37),
+            last_seen: now() + chrono::Duration::microseconds(i as i64 * 37_123),
+            flapping: false,
+        })
+        .collect();
+    IncidentEvent {
+        incident_id: Uuid::now_v7().to_string(),
+        tenant: "acme".into(),
+        event: IncidentEventKind::Updated,
+        revision: 7,
+        service: "checkout".into(),
+        services: vec!["checkout".into()],
+        root_service: None,
+        severity: Severity::High,
+        title: "checkout: p99 latency".into(),
+        alerts,
+        opened_at: now(),
+        updated_at: now() + chrono::Duration::seconds(90),
+        resolved_at: None,
     }
 }
 
@@ -158,6 +198,45 @@ fn main() {
         })
     });
     names.push("needs_update_50_alerts".into());
+
+    // What the owner writes and reads per alert besides its routing: an incident event of 50
+    // alerts as JSON (three timestamps per alert), and one timestamp written and read by
+    // chrono's own serde and by `mcplane_shared::rfc3339`, which the contracts use.
+    let mut group = c.benchmark_group("codec");
+    let event = incident_event(50);
+    let text = serde_json::to_vec(&event).expect("encodes");
+    group.bench_function("event_50_alerts_write", |b| {
+        b.iter(|| serde_json::to_vec(&event).expect("encodes"))
+    });
+    group.bench_function("event_50_alerts_read", |b| {
+        b.iter(|| serde_json::from_slice::<IncidentEvent>(&text).expect("decodes"))
+    });
+    let at = now() + chrono::Duration::microseconds(123_456);
+    let stamp = serde_json::to_string(&at).expect("encodes");
+    group.bench_function("timestamp_write_chrono", |b| {
+        b.iter(|| serde_json::to_string(&at).expect("encodes"))
+    });
+    group.bench_function("timestamp_write_rfc3339", |b| {
+        b.iter(|| serde_json::to_string(&Stamp(at)).expect("encodes"))
+    });
+    group.bench_function("timestamp_read_chrono", |b| {
+        b.iter(|| serde_json::from_str::<DateTime<Utc>>(&stamp).expect("decodes"))
+    });
+    group.bench_function("timestamp_read_rfc3339", |b| {
+        b.iter(|| serde_json::from_str::<Stamp>(&stamp).expect("decodes"))
+    });
+    group.finish();
+    names.extend(
+        [
+            "event_50_alerts_write",
+            "event_50_alerts_read",
+            "timestamp_write_chrono",
+            "timestamp_write_rfc3339",
+            "timestamp_read_chrono",
+            "timestamp_read_rfc3339",
+        ]
+        .map(|n| format!("codec/{n}")),
+    );
     c.final_summary();
 
     let mut report = serde_json::Map::new();

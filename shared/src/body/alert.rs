@@ -16,6 +16,8 @@ pub struct RawAlert {
     /// `alertmanager`, `datadog`, `pagerduty`, `cloudwatch`, `grafana` or `generic`.
     pub source: String,
     pub payload: serde_json::Value,
+    #[serde(with = "crate::rfc3339")]
+    #[schemars(with = "DateTime<Utc>")]
     pub received_at: DateTime<Utc>,
 }
 
@@ -85,8 +87,15 @@ pub struct CanonicalAlert {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    #[serde(with = "crate::rfc3339")]
+    #[schemars(with = "DateTime<Utc>")]
     pub starts_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::rfc3339::option"
+    )]
+    #[schemars(with = "Option<DateTime<Utc>>")]
     pub ends_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<String>,

@@ -33,6 +33,8 @@ pub struct AuditEvent {
     #[serde(default)]
     pub detail: serde_json::Value,
     pub trace_id: String,
+    #[serde(with = "crate::rfc3339")]
+    #[schemars(with = "DateTime<Utc>")]
     pub at: DateTime<Utc>,
 }
 
@@ -86,6 +88,8 @@ pub struct Checkpoint {
     pub tree_size: u64,
     /// The hash of entry `tree_size`.
     pub head_hash: String,
+    #[serde(with = "crate::rfc3339")]
+    #[schemars(with = "DateTime<Utc>")]
     pub at: DateTime<Utc>,
     /// The signer's Ed25519 public key, hex.
     pub public_key: String,

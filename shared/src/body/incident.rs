@@ -37,7 +37,11 @@ pub struct IncidentAlert {
     pub summary: String,
     /// How many times this alert has been received.
     pub count: u32,
+    #[serde(with = "crate::rfc3339")]
+    #[schemars(with = "DateTime<Utc>")]
     pub first_seen: DateTime<Utc>,
+    #[serde(with = "crate::rfc3339")]
+    #[schemars(with = "DateTime<Utc>")]
     pub last_seen: DateTime<Utc>,
     /// Changing state too often to be told about each change (see the correlator's flap
     /// damping); its changes stop updating the incident until it settles.
@@ -64,9 +68,18 @@ pub struct IncidentEvent {
     pub severity: Severity,
     pub title: String,
     pub alerts: Vec<IncidentAlert>,
+    #[serde(with = "crate::rfc3339")]
+    #[schemars(with = "DateTime<Utc>")]
     pub opened_at: DateTime<Utc>,
+    #[serde(with = "crate::rfc3339")]
+    #[schemars(with = "DateTime<Utc>")]
     pub updated_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::rfc3339::option"
+    )]
+    #[schemars(with = "Option<DateTime<Utc>>")]
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
@@ -93,6 +106,8 @@ pub struct IncidentSummary {
     pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    #[serde(with = "crate::rfc3339")]
+    #[schemars(with = "DateTime<Utc>")]
     pub opened_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<String>,

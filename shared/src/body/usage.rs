@@ -19,6 +19,8 @@ pub struct BudgetAlert {
     pub spent_micros: u64,
     pub soft_limit_micros: u64,
     pub hard_limit_micros: u64,
+    #[serde(with = "crate::rfc3339")]
+    #[schemars(with = "DateTime<Utc>")]
     pub at: DateTime<Utc>,
 }
 
