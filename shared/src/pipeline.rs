@@ -57,6 +57,7 @@ where
         stream: StreamKind::Pipeline,
         durable: bus.subjects.durable(service, ""),
         filters: vec![bus.subjects.stage_all(service)],
+        linger: Duration::ZERO,
     };
     let handler = &handler;
     let bus_ref = &bus;

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -38,6 +38,15 @@ pub fn metrics() -> &'static PrometheusHandle {
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                 1.0, 2.5, 5.0, 10.0,
             ])
+            // A count, not seconds: messages per handled batch, up to `bus.batch_size`.
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("mcplane_batch_messages".into()),
+                    &[
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+                    ],
+                )
+            })
             .map(|b| b.build_recorder())
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
@@ -45,4 +54,28 @@ pub fn metrics() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_sizes_are_counted_in_buckets_of_messages_not_seconds() {
+        let handle = metrics();
+        metrics::histogram!("mcplane_batch_messages", "consumer" => "test").record(3.0);
+        metrics::histogram!("mcplane_batch_seconds", "consumer" => "test").record(0.003);
+        let text = handle.render();
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+                .to_string()
+        };
+        assert!(line("mcplane_batch_messages_bucket{consumer=\"test\",le=\"4\"}").ends_with(" 1"));
+        assert!(line("mcplane_batch_messages_bucket{consumer=\"test\",le=\"2\"}").ends_with(" 0"));
+        assert!(
+            line("mcplane_batch_seconds_bucket{consumer=\"test\",le=\"0.005\"}").ends_with(" 1")
+        );
+    }
 }

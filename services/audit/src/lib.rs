@@ -75,6 +75,7 @@ pub async fn run(
         stream: StreamKind::Audit,
         durable,
         filters: vec![bus.subjects.audit_all()],
+        linger: std::time::Duration::ZERO,
     };
     let handler_store = store.clone();
     // A pulled batch is appended whole: one transaction per tenant, not one per event.

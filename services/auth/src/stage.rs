@@ -46,6 +46,7 @@ impl AuthorizeStage {
             stream: StreamKind::Pipeline,
             durable: self.bus.subjects.durable(Service::Auth, ""),
             filters: vec![self.bus.subjects.requests_submit()],
+            linger: Duration::ZERO,
         };
         // Each request on its own, as the later stages (`mcplane_shared::pipeline::run_stage`).
         run_flowing_consumer(

@@ -61,6 +61,10 @@ pub async fn run(args: BenchAlertsArgs) -> anyhow::Result<std::process::ExitCode
         "correlator.partitions",
         toml::Value::Integer(i64::from(args.partitions)),
     );
+    if let Some(ms) = args.linger_ms {
+        let ms = i64::try_from(ms).context("--linger-ms is too large")?;
+        doc.set("correlator.linger_ms", toml::Value::Integer(ms));
+    }
     if args.ingest_only {
         // A replica that owns no partition: normalises and keys alerts, correlates none.
         doc.set(
@@ -81,6 +85,10 @@ pub async fn run(args: BenchAlertsArgs) -> anyhow::Result<std::process::ExitCode
         }
     }
 
+    // The linger in effect, reported with the figures.
+    let linger_ms = doc
+        .section::<mcplane_correlator::config::Config>("correlator")?
+        .linger_ms;
     let shutdown = CancellationToken::new();
     let correlator = tokio::spawn(mcplane_correlator::run(
         doc.service("correlator")?,
@@ -236,6 +244,7 @@ pub async fn run(args: BenchAlertsArgs) -> anyhow::Result<std::process::ExitCode
         "offered_rate": args.rate,
         "ingest_only": args.ingest_only,
         "batch_size": args.batch_size,
+        "linger_ms": linger_ms,
         "cores": std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1),
         "published_per_sec": rate(n, published),
         "ingested_per_sec": rate(n, ingested),

@@ -56,6 +56,13 @@ pub struct Config {
     /// How long to wait for the pipeline's answer before publishing a summary assembled
     /// without AI instead.
     pub summary_timeout_secs: u64,
+    /// How long the correlator's consumers (ingest, and each partition owner) wait for more
+    /// messages when the batch in hand is not full (`bus.batch_size`), as Kafka's `linger.ms`:
+    /// an owner's step is one sled write and one flush, ingest publishes and acknowledges a
+    /// batch together, so under load fewer, larger batches correlate more alerts per CPU
+    /// second (docs/BENCHMARKS.md). At most twice this is added to an alert's way to its
+    /// incident, which waits `group_wait_ms` for its summary anyway. 0 takes what has arrived.
+    pub linger_ms: u64,
 }
 
 impl Default for Config {
@@ -76,6 +83,7 @@ impl Default for Config {
             escalate_min_severity: Severity::Info,
             tenants: BTreeMap::new(),
             summary_timeout_secs: 120,
+            linger_ms: 10,
         }
     }
 }
@@ -112,6 +120,9 @@ impl Config {
     }
 }
 
+/// The longest `linger_ms`: beyond a second it only delays alerts.
+pub const MAX_LINGER_MS: u64 = 1000;
+
 /// The most partitions a fleet may have (each is a consumer and a sled folder).
 pub const MAX_PARTITIONS: u32 = 1024;
 
@@ -143,6 +154,12 @@ impl Validate for Config {
                     ));
                 }
             }
+        }
+        if self.linger_ms > MAX_LINGER_MS {
+            return Err(ConfigError::new(
+                key("linger_ms"),
+                format!("must be at most {MAX_LINGER_MS}"),
+            ));
         }
         if self.group_window_secs == 0 {
             return Err(ConfigError::new(key("group_window_secs"), "must be > 0"));
@@ -285,6 +302,10 @@ mod tests {
         assert_eq!(
             err("[correlator]\npartitions = 0\n"),
             "correlator.partitions"
+        );
+        assert_eq!(
+            err("[correlator]\nlinger_ms = 1001\n"),
+            "correlator.linger_ms"
         );
         assert_eq!(
             err("[correlator]\nowned_partitions = [8]\n"),

@@ -34,6 +34,9 @@ pub struct Ingest {
     pub partitions: u32,
     pub rules: Rules,
     pub clock: Arc<dyn Clock>,
+    /// How long a pulled batch waits for more raw alerts (`linger_ms`): the canonical alerts
+    /// of a larger batch are published and acknowledged together.
+    pub linger: Duration,
 }
 
 impl Ingest {
@@ -43,6 +46,7 @@ impl Ingest {
             stream: StreamKind::Alerts,
             durable: self.bus.subjects.durable(Service::Correlator, "ingest"),
             filters: vec![self.bus.subjects.alerts_in_all()],
+            linger: self.linger,
         };
         run_consumer(&self.bus, spec, None, shutdown, |msg| self.handle(msg)).await
     }

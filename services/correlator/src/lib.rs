@@ -120,8 +120,7 @@ pub async fn run(
             bus.clone(),
             store,
             rules.clone(),
-            cfg.policy(),
-            cfg.service_account_key.clone(),
+            &cfg,
             clock.clone(),
         )
         .await?;
@@ -132,6 +131,7 @@ pub async fn run(
         partitions: cfg.partitions,
         rules,
         clock,
+        linger: Duration::from_millis(cfg.linger_ms),
     };
     let ingest_stop = stop.clone();
     tasks.spawn(async move { ingest.run(ingest_stop).await });

@@ -27,6 +27,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::grouping::{Due, IncidentBook, Outcome, Policy};
 use crate::incident::{Change, Incident, PendingSummary};
 use crate::partition::partition_alerts;
@@ -51,6 +52,8 @@ pub struct PartitionOwner {
     rules: Rules,
     policy: Policy,
     service_account_key: Option<String>,
+    /// How long a step waits for more alerts when its batch is not full (`linger_ms`).
+    linger: Duration,
     clock: Arc<dyn Clock>,
 }
 
@@ -96,8 +99,7 @@ impl PartitionOwner {
         bus: Bus,
         store: PartitionStore,
         rules: Rules,
-        policy: Policy,
-        service_account_key: Option<String>,
+        config: &Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, ServiceError> {
         let book = IncidentBook::new(store.incidents()?, rules.clone());
@@ -108,8 +110,9 @@ impl PartitionOwner {
             store: Arc::new(store),
             book: Mutex::new(book),
             rules,
-            policy,
-            service_account_key,
+            policy: config.policy(),
+            service_account_key: config.service_account_key.clone(),
+            linger: Duration::from_millis(config.linger_ms),
             clock,
         }))
     }
@@ -126,6 +129,7 @@ impl PartitionOwner {
                 subjects.alerts_partition_all(self.partition),
                 subjects.incident_summary_reply_all(self.partition),
             ],
+            linger: self.linger,
         };
         let ledger: Arc<dyn Ledger> = self.store.clone();
         let consuming = async {

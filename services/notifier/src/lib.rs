@@ -86,6 +86,7 @@ pub async fn run(
         stream: StreamKind::Summaries,
         durable: bus.subjects.durable(Service::Notifier, ""),
         filters: vec![bus.subjects.summaries_all()],
+        linger: Duration::ZERO,
     };
     let notifier = &notifier;
     run_consumer(&bus, spec, Some(ledger), shutdown, move |msg| async move {
