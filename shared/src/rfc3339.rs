@@ -22,6 +22,8 @@ const MAX_LEN: usize = 30;
 /// writes (years outside 0..=9999, leap seconds).
 fn format(t: &DateTime<Utc>, buf: &mut [u8; MAX_LEN]) -> Option<usize> {
     use chrono::Datelike;
+    // Once: each of `DateTime`'s own getters converts to the (here zero) local offset again.
+    let t = t.naive_utc();
     let year = t.year();
     let nano = t.nanosecond();
     if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
