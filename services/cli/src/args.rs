@@ -72,8 +72,8 @@ pub struct BenchAlertsArgs {
     /// Messages per consumer pull (`bus.batch_size`).
     #[arg(long, default_value_t = 256)]
     pub batch_size: u32,
-    /// How long a partition owner waits for more alerts before a step (`correlator.linger_ms`;
-    /// the configuration's default when not given).
+    /// How long the correlator's consumers wait for a fuller batch (`correlator.linger_ms`; the
+    /// configuration's default, 10, when not given; 0 turns the wait off).
     #[arg(long)]
     pub linger_ms: Option<u64>,
     /// Run the correlator as an ingest-only replica (no partitions): measures normalising and
