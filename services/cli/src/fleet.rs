@@ -105,6 +105,8 @@ pub struct Fleet {
     tasks: Vec<(Service, JoinHandle<Result<(), ServiceError>>)>,
     /// The configuration the services run with (with the URL of a server started for them).
     doc: Document,
+    /// The probe listener, held until the fleet has stopped.
+    _probes: Option<mcplane_shared::health::Reservation>,
     // Kept so the server lives as long as the fleet.
     _nats: Option<LocalNats>,
 }
@@ -143,6 +145,15 @@ impl Fleet {
         mcplane_shared::bus::connect(&common.bus, "mcplane-up")
             .await
             .context("connecting to NATS")?;
+        // Hold the probe listener for every worker that serves on it before spawning any, so
+        // `/readyz` is not 200 while some of them have not started (the gateway answers its
+        // probes on its own HTTP address).
+        let probes: Vec<Service> = services
+            .iter()
+            .copied()
+            .filter(|s| *s != Service::Gateway)
+            .collect();
+        let reservation = mcplane_shared::health::reserve(&common.telemetry, &probes)?;
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         for &service in services {
@@ -155,6 +166,7 @@ impl Fleet {
             shutdown,
             tasks,
             doc,
+            _probes: reservation,
             _nats: nats,
         })
     }

@@ -6,6 +6,10 @@
 //! in one process with one configuration, so each worker asking for the same address attaches
 //! to the listener the first one opened, and `/readyz` answers for all of them. The listener
 //! closes when the last service attached to it stops.
+//!
+//! A one-process fleet [`reserve`]s the listener for all its services before it spawns any:
+//! each worker attaches when its own task gets to it, and without the reservation `/readyz`
+//! would answer 200 as soon as the first worker pulled, while the others had not started.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,7 +39,14 @@ struct Endpoint {
 struct Attached {
     id: u64,
     service: Service,
-    health: Health,
+    /// `None` while the service is reserved but has not attached yet: it is starting.
+    health: Option<Health>,
+}
+
+/// The listener of one address, held open for services a fleet is about to start. While it
+/// lives, each reserved service that has not attached yet makes `/readyz` answer 503.
+pub struct Reservation {
+    _endpoint: Arc<Endpoint>,
 }
 
 impl Drop for Endpoint {
@@ -63,13 +74,23 @@ pub async fn serve(
         return Ok(());
     };
     let endpoint = endpoint_at(addr)?;
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let mut id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     if let Ok(mut services) = endpoint.services.lock() {
-        services.push(Attached {
-            id,
-            service,
-            health: health.clone(),
-        });
+        // Take this service's reservation when there is one, else attach beside the others.
+        match services
+            .iter_mut()
+            .find(|a| a.service == service && a.health.is_none())
+        {
+            Some(reserved) => {
+                reserved.health = Some(health.clone());
+                id = reserved.id;
+            }
+            None => services.push(Attached {
+                id,
+                service,
+                health: Some(health.clone()),
+            }),
+        }
     }
     tracing::info!(%addr, %service, "serving /healthz, /readyz and /metrics");
     tokio::spawn(async move {
@@ -81,6 +102,29 @@ pub async fn serve(
         drop(endpoint);
     });
     Ok(())
+}
+
+/// Opens the listener on `config.listen` (when set) for `services`, each counted as starting
+/// until it [`serve`]s. The listener stays open while the reservation lives, and a bind
+/// failure is reported here, before anything is spawned.
+pub fn reserve(
+    config: &TelemetryConfig,
+    services: &[Service],
+) -> Result<Option<Reservation>, ServiceError> {
+    let Some(addr) = config.listen else {
+        return Ok(None);
+    };
+    let endpoint = endpoint_at(addr)?;
+    if let Ok(mut attached) = endpoint.services.lock() {
+        attached.extend(services.iter().map(|&service| Attached {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            service,
+            health: None,
+        }));
+    }
+    Ok(Some(Reservation {
+        _endpoint: endpoint,
+    }))
 }
 
 /// The endpoint on `addr`, opening its listener when this process has none there yet.
@@ -135,7 +179,13 @@ fn readiness(endpoint: &Shared) -> Vec<(Service, Vec<String>)> {
     };
     services
         .iter()
-        .map(|a| (a.service, a.health.not_ready_reasons()))
+        .map(|a| {
+            let reasons = match &a.health {
+                Some(health) => health.not_ready_reasons(),
+                None => vec!["starting".into()],
+            };
+            (a.service, reasons)
+        })
         .collect()
 }
 
@@ -226,6 +276,17 @@ mod tests {
         Ok((status, body))
     }
 
+    /// Whether `addr` stops accepting connections within two seconds.
+    async fn closes(addr: SocketAddr) -> bool {
+        for _ in 0..100 {
+            if get(addr, "/healthz").await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     #[tokio::test]
     async fn services_of_one_process_share_the_listener_and_each_reason_is_answered() {
         let addr = free_addr();
@@ -267,15 +328,55 @@ mod tests {
         // The listener closes with the last service attached to it.
         stop_auth.cancel();
         stop_model.cancel();
-        let mut closed = false;
-        for _ in 0..100 {
-            if get(addr, "/healthz").await.is_err() {
-                closed = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        assert!(closed, "the listener closed after the last service stopped");
+        assert!(
+            closes(addr).await,
+            "the listener closed after the last service stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reserved_service_is_starting_until_it_attaches() {
+        let addr = free_addr();
+        let config = TelemetryConfig { listen: Some(addr) };
+        let reservation = reserve(&config, &[Service::Auth, Service::Model])
+            .unwrap()
+            .expect("listen is set");
+
+        let (status, body) = get(addr, "/readyz").await.unwrap();
+        assert_eq!(status, 503);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["reasons"]["auth"], json!(["starting"]), "{body}");
+        assert_eq!(body["reasons"]["model"], json!(["starting"]), "{body}");
+
+        // Auth attaches: its own reasons replace `starting`; model is still starting.
+        let auth = unconnected_health().await;
+        let stop_auth = CancellationToken::new();
+        serve(&config, Service::Auth, &auth, stop_auth.clone())
+            .await
+            .unwrap();
+        let (_, body) = get(addr, "/readyz").await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let auth_reasons = body["reasons"]["auth"].to_string();
+        assert!(auth_reasons.contains("not connected to NATS"), "{body}");
+        assert!(!auth_reasons.contains("starting"), "{body}");
+        assert_eq!(body["reasons"]["model"], json!(["starting"]), "{body}");
+        let (_, body) = get(addr, "/healthz").await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["services"], json!(["auth", "model"]), "one entry each");
+
+        // The reservation keeps the listener open after the attached service stops; dropping
+        // it closes the listener.
+        stop_auth.cancel();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            get(addr, "/healthz").await.is_ok(),
+            "held by the reservation"
+        );
+        drop(reservation);
+        assert!(
+            closes(addr).await,
+            "the listener closed with the reservation"
+        );
     }
 
     #[tokio::test]

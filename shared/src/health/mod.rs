@@ -13,7 +13,7 @@ pub mod endpoint;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-pub use endpoint::serve;
+pub use endpoint::{reserve, serve, Reservation};
 
 /// The live readiness facts of one service (cheap to clone; clones share the facts).
 #[derive(Clone)]
