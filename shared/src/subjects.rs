@@ -48,6 +48,13 @@ impl Service {
         Self::every().find(|s| s.as_str() == name)
     }
 
+    /// Whether the service answers its probes on the `[telemetry] listen` endpoint. The
+    /// gateway does not: it answers `/healthz` and `/readyz` on its own HTTP address, and it
+    /// has no consume loop for the endpoint's readiness to wait for.
+    pub fn serves_worker_probes(self) -> bool {
+        self != Service::Gateway
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Service::Gateway => "gateway",

@@ -145,15 +145,9 @@ impl Fleet {
         mcplane_shared::bus::connect(&common.bus, "mcplane-up")
             .await
             .context("connecting to NATS")?;
-        // Hold the probe listener for every worker that serves on it before spawning any, so
-        // `/readyz` is not 200 while some of them have not started (the gateway answers its
-        // probes on its own HTTP address).
-        let probes: Vec<Service> = services
-            .iter()
-            .copied()
-            .filter(|s| *s != Service::Gateway)
-            .collect();
-        let reservation = mcplane_shared::health::reserve(&common.telemetry, &probes)?;
+        // Hold the probe listener for the workers before spawning any, so `/readyz` is not
+        // 200 while some of them have not started.
+        let reservation = mcplane_shared::health::reserve(&common.telemetry, services)?;
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         for &service in services {

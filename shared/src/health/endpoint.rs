@@ -49,6 +49,16 @@ pub struct Reservation {
     _endpoint: Arc<Endpoint>,
 }
 
+impl Endpoint {
+    fn attached(&self) -> std::sync::MutexGuard<'_, Vec<Attached>> {
+        // Every change under this lock is one push, one field set or one retain: a panic
+        // elsewhere cannot leave the list half-changed.
+        self.services
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl Drop for Endpoint {
     fn drop(&mut self) {
         self.closed.cancel();
@@ -74,39 +84,42 @@ pub async fn serve(
         return Ok(());
     };
     let endpoint = endpoint_at(addr)?;
-    let mut id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut services) = endpoint.services.lock() {
-        // Take this service's reservation when there is one, else attach beside the others.
+    // Take this service's reservation when there is one, else attach beside the others.
+    let id = {
+        let mut services = endpoint.attached();
         match services
             .iter_mut()
             .find(|a| a.service == service && a.health.is_none())
         {
             Some(reserved) => {
                 reserved.health = Some(health.clone());
-                id = reserved.id;
+                reserved.id
             }
-            None => services.push(Attached {
-                id,
-                service,
-                health: Some(health.clone()),
-            }),
+            None => {
+                let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+                services.push(Attached {
+                    id,
+                    service,
+                    health: Some(health.clone()),
+                });
+                id
+            }
         }
-    }
+    };
     tracing::info!(%addr, %service, "serving /healthz, /readyz and /metrics");
     tokio::spawn(async move {
         stop.cancelled().await;
-        if let Ok(mut services) = endpoint.services.lock() {
-            services.retain(|a| a.id != id);
-        }
+        endpoint.attached().retain(|a| a.id != id);
         // Dropping the last handle closes the listener.
         drop(endpoint);
     });
     Ok(())
 }
 
-/// Opens the listener on `config.listen` (when set) for `services`, each counted as starting
-/// until it [`serve`]s. The listener stays open while the reservation lives, and a bind
-/// failure is reported here, before anything is spawned.
+/// Opens the listener on `config.listen` (when set) for those of `services` that serve on it
+/// ([`Service::serves_worker_probes`]), each counted as starting until it [`serve`]s. The
+/// listener stays open while the reservation lives, and a bind failure is reported here,
+/// before anything is spawned.
 pub fn reserve(
     config: &TelemetryConfig,
     services: &[Service],
@@ -115,13 +128,18 @@ pub fn reserve(
         return Ok(None);
     };
     let endpoint = endpoint_at(addr)?;
-    if let Ok(mut attached) = endpoint.services.lock() {
-        attached.extend(services.iter().map(|&service| Attached {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            service,
-            health: None,
-        }));
-    }
+    endpoint
+        .attached()
+        .extend(
+            services
+                .iter()
+                .filter(|s| s.serves_worker_probes())
+                .map(|&service| Attached {
+                    id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                    service,
+                    health: None,
+                }),
+        );
     Ok(Some(Reservation {
         _endpoint: endpoint,
     }))
@@ -174,10 +192,8 @@ fn readiness(endpoint: &Shared) -> Vec<(Service, Vec<String>)> {
     let Some(endpoint) = endpoint.upgrade() else {
         return Vec::new();
     };
-    let Ok(services) = endpoint.services.lock() else {
-        return Vec::new();
-    };
-    services
+    let attached = endpoint.attached();
+    attached
         .iter()
         .map(|a| {
             let reasons = match &a.health {
@@ -338,7 +354,8 @@ mod tests {
     async fn a_reserved_service_is_starting_until_it_attaches() {
         let addr = free_addr();
         let config = TelemetryConfig { listen: Some(addr) };
-        let reservation = reserve(&config, &[Service::Auth, Service::Model])
+        // The gateway answers its probes on its own address: it is not reserved here.
+        let reservation = reserve(&config, &[Service::Gateway, Service::Auth, Service::Model])
             .unwrap()
             .expect("listen is set");
 
