@@ -8,6 +8,7 @@
 //! Unpaced (`--rate 0`) it measures capacity, and the latencies are mostly queueing behind the
 //! backlog; paced below capacity (`--rate N`) the latencies are the path's own.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,11 +27,25 @@ use crate::local_nats::LocalNats;
 const TENANT: &str = "bench";
 
 /// Publish instants by alert number, and the latencies of the alerts seen in incidents.
+///
+/// An incident event lists only a storm's latest alerts but counts them all (`alert_count`),
+/// so an alert is seen when its incident's count passes it: each service's alerts are sent, and
+/// correlated, in order, and every one is distinct, so the `j`-th alert of a service is the one
+/// that brings the counts of its incidents to `j + 1`.
 #[derive(Default)]
 struct Observed {
     latencies_us: Vec<u64>,
-    seen: Vec<bool>,
     last_seen: Option<Instant>,
+    /// The highest `alert_count` seen per incident.
+    counted: HashMap<String, u32>,
+    /// Per service, how many of its alerts have been seen.
+    seen: HashMap<usize, usize>,
+}
+
+/// The number of the `j`-th alert about service `s`: payload `p` holds alerts `p*k .. p*k+k-1`,
+/// all about service `p mod services`.
+fn nth_alert_of(s: usize, j: usize, k: usize, services: usize) -> usize {
+    (s + (j / k) * services) * k + j % k
 }
 
 pub async fn run(args: BenchAlertsArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -98,10 +113,8 @@ pub async fn run(args: BenchAlertsArgs) -> anyhow::Result<std::process::ExitCode
     let n = args.alerts as usize;
     let published_at: Arc<Vec<Mutex<Option<Instant>>>> =
         Arc::new((0..n).map(|_| Mutex::new(None)).collect());
-    let observed = Arc::new(Mutex::new(Observed {
-        seen: vec![false; n],
-        ..Default::default()
-    }));
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let (k, services) = (args.per_payload as usize, args.services as usize);
     let mut events = bus
         .client
         .subscribe(bus.subjects.incidents(TENANT, "*"))
@@ -115,24 +128,35 @@ pub async fn run(args: BenchAlertsArgs) -> anyhow::Result<std::process::ExitCode
                 let Ok(env) = Envelope::<IncidentEvent>::from_slice(&m.payload) else {
                     continue;
                 };
+                let Some(svc) = env
+                    .body
+                    .service
+                    .strip_prefix("svc-")
+                    .and_then(|s| s.parse::<usize>().ok())
+                else {
+                    continue;
+                };
                 let mut o = observed.lock().unwrap_or_else(|p| p.into_inner());
-                for a in &env.body.alerts {
-                    let Some(i) = a
-                        .fingerprint
-                        .strip_prefix('b')
-                        .and_then(|i| i.parse::<usize>().ok())
-                    else {
+                let count = env.body.alert_count;
+                let before = o.counted.get(&env.body.incident_id).copied().unwrap_or(0);
+                if count <= before {
+                    continue;
+                }
+                o.counted.insert(env.body.incident_id.clone(), count);
+                let first = o.seen.get(&svc).copied().unwrap_or(0);
+                let last = first + (count - before) as usize;
+                o.seen.insert(svc, last);
+                for j in first..last {
+                    let i = nth_alert_of(svc, j, k, services);
+                    let Some(at) = published_at.get(i) else {
                         continue;
                     };
-                    if i < o.seen.len() && !o.seen[i] {
-                        o.seen[i] = true;
-                        let at = *published_at[i].lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(at) = at {
-                            o.latencies_us
-                                .push(now.saturating_duration_since(at).as_micros() as u64);
-                        }
-                        o.last_seen = Some(now);
+                    let at = *at.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(at) = at {
+                        o.latencies_us
+                            .push(now.saturating_duration_since(at).as_micros() as u64);
                     }
+                    o.last_seen = Some(now);
                 }
             }
         })
@@ -144,12 +168,11 @@ pub async fn run(args: BenchAlertsArgs) -> anyhow::Result<std::process::ExitCode
 
     let subject = bus.subjects.alerts_in(TENANT, "generic");
     // Payload p holds alerts p*k .. p*k+k-1, all about service p mod --services.
-    let k = args.per_payload as usize;
     let payloads: Vec<(usize, bytes::Bytes)> = (0..n)
         .step_by(k)
         .enumerate()
         .map(|(p, first)| {
-            let service = format!("svc-{}", p % args.services as usize);
+            let service = format!("svc-{}", p % services);
             let alerts: Vec<serde_json::Value> = (first..(first + k).min(n))
                 .map(|i| {
                     let severity = ["critical", "high", "warning", "info"][i % 4];

@@ -89,6 +89,7 @@ fn incident_event(n: usize) -> IncidentEvent {
         root_service: None,
         severity: Severity::High,
         title: "checkout: p99 latency".into(),
+        alert_count: n as u32,
         alerts,
         opened_at: now(),
         updated_at: now() + chrono::Duration::seconds(90),

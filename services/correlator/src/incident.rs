@@ -9,6 +9,7 @@
 //! window is flapping: its further changes are counted too, and it counts as firing, until it
 //! has been quiet for a window and [`Incident::settle`] tells its final state once.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -24,6 +25,17 @@ use crate::notify::NotifyLog;
 
 /// Links kept per incident (generator URLs, runbooks); enough for a notification.
 const MAX_LINKS: usize = 10;
+/// The most alerts an incident event lists (it counts them all in `alert_count`).
+pub const EVENT_ALERTS: usize = 100;
+/// About the most bytes of alerts an incident event lists: a quarter of NATS' default
+/// `max_payload`, so that the envelope, the other fields and escaped text still fit.
+pub const EVENT_ALERT_BYTES: usize = 256 << 10;
+
+/// About how many bytes `alert` takes in an event's JSON: its strings and, for the field names,
+/// status, severity, count and two timestamps, a fixed 200.
+fn listed_bytes(alert: &IncidentAlert) -> usize {
+    200 + alert.fingerprint.len() + alert.source.len() + alert.service.len() + alert.summary.len()
+}
 
 /// An incident as the partition owner keeps it (in memory and in sled).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,8 +287,16 @@ impl Incident {
     /// The alert that speaks for the incident: the most severe firing one (earliest first on
     /// ties), or the most severe of all once everything resolved.
     pub fn headline(&self) -> Option<&IncidentAlert> {
-        let key = |a: &&IncidentAlert| (!is_firing(a), a.severity, a.first_seen);
-        self.alerts.iter().min_by_key(key)
+        self.headline_index().map(|i| &self.alerts[i])
+    }
+
+    fn headline_index(&self) -> Option<usize> {
+        let key = |(_, a): &(usize, &IncidentAlert)| (!is_firing(a), a.severity, a.first_seen);
+        self.alerts
+            .iter()
+            .enumerate()
+            .min_by_key(key)
+            .map(|(i, _)| i)
     }
 
     /// The most severe firing alert's severity (of all alerts once resolved).
@@ -379,11 +399,44 @@ impl Incident {
             root_service: self.root_service.clone(),
             severity: self.severity(),
             title: self.title(),
-            alerts: self.alerts.clone(),
+            alerts: self.event_alerts(),
+            alert_count: u32::try_from(self.alerts.len()).unwrap_or(u32::MAX),
             opened_at: self.opened_at,
             updated_at: self.updated_at,
             resolved_at: self.resolved_at,
         }
+    }
+
+    /// The alerts an event lists: all of them while they fit in [`EVENT_ALERTS`] and
+    /// [`EVENT_ALERT_BYTES`]; otherwise the headline (the alert the title names) and then those
+    /// seen most recently, as many as fit, in the incident's order. Every event of an alert
+    /// storm would otherwise carry the whole storm: past a few thousand alerts larger than NATS
+    /// carries, so that the owner's publish failed until the batch was given up, and before
+    /// that costing each step as much as the storm.
+    fn event_alerts(&self) -> Vec<IncidentAlert> {
+        let bytes: usize = self.alerts.iter().map(listed_bytes).sum();
+        if self.alerts.len() <= EVENT_ALERTS && bytes <= EVENT_ALERT_BYTES {
+            return self.alerts.clone();
+        }
+        let headline = self.headline_index();
+        let mut order: Vec<usize> = (0..self.alerts.len()).collect();
+        // The headline first, then the latest seen; the sort is stable, so among alerts seen
+        // at one instant the incident's order decides.
+        order.sort_by_key(|&i| (Some(i) != headline, Reverse(self.alerts[i].last_seen)));
+        let mut chosen = Vec::with_capacity(EVENT_ALERTS);
+        let mut room = EVENT_ALERT_BYTES;
+        for i in order {
+            if chosen.len() == EVENT_ALERTS {
+                break;
+            }
+            let size = listed_bytes(&self.alerts[i]);
+            if size <= room {
+                room -= size;
+                chosen.push(i);
+            }
+        }
+        chosen.sort_unstable();
+        chosen.into_iter().map(|i| self.alerts[i].clone()).collect()
     }
 
     fn add_links(&mut self, alert: &CanonicalAlert) {
@@ -600,5 +653,78 @@ pub(crate) mod tests {
         assert_eq!(inc.alerts[0].summary, "k on payments");
         assert_eq!(inc.alerts[0].severity, Severity::Critical);
         assert_eq!(inc.alerts[0].service, "payments");
+    }
+
+    #[test]
+    fn an_event_lists_every_alert_while_they_are_few() {
+        let mut inc = Incident::open(
+            "i".into(),
+            &alert("api", "f0", AlertStatus::Firing, Severity::High),
+            at(0),
+        );
+        for i in 1..EVENT_ALERTS {
+            let a = alert("api", &format!("f{i}"), AlertStatus::Firing, Severity::High);
+            inc.record(&a, false, &Flapping::default(), at(i as i64));
+        }
+        let event = inc.event(IncidentEventKind::Updated);
+        assert_eq!(event.alerts, inc.alerts);
+        assert_eq!(event.alert_count as usize, EVENT_ALERTS);
+    }
+
+    #[test]
+    fn a_storm_lists_its_headline_and_latest_alerts_in_order_and_counts_them_all() {
+        // The headline (the only critical one) is among the oldest; 250 alerts in all.
+        let mut inc = Incident::open(
+            "i".into(),
+            &alert("api", "f0", AlertStatus::Firing, Severity::High),
+            at(0),
+        );
+        let critical = alert("api", "f1", AlertStatus::Firing, Severity::Critical);
+        inc.record(&critical, false, &Flapping::default(), at(1));
+        for i in 2..250 {
+            let a = alert("api", &format!("f{i}"), AlertStatus::Firing, Severity::High);
+            inc.record(&a, false, &Flapping::default(), at(i as i64));
+        }
+        // A repeat of an old alert is seen again, so it is among the latest.
+        let repeat = alert("api", "f5", AlertStatus::Firing, Severity::High);
+        inc.record(&repeat, false, &Flapping::default(), at(1000));
+        let event = inc.event(IncidentEventKind::Updated);
+        assert_eq!(event.alert_count, 250);
+        let listed: Vec<&str> = event
+            .alerts
+            .iter()
+            .map(|a| a.fingerprint.as_str())
+            .collect();
+        let mut expected = vec!["f1".to_string(), "f5".to_string()];
+        expected.extend((152..250).map(|i| format!("f{i}")));
+        assert_eq!(listed, expected);
+        assert_eq!(event.severity, Severity::Critical);
+        assert!(event.title.contains("(+249 more)"), "{}", event.title);
+    }
+
+    #[test]
+    fn large_alerts_are_listed_only_as_far_as_the_byte_budget_goes() {
+        let big = |i: usize| {
+            let mut a = alert("api", &format!("f{i}"), AlertStatus::Firing, Severity::High);
+            a.summary = format!("{i} {}", "y".repeat(20 << 10));
+            a
+        };
+        let mut inc = Incident::open("i".into(), &big(0), at(0));
+        for i in 1..40 {
+            inc.record(&big(i), false, &Flapping::default(), at(i as i64));
+        }
+        let event = inc.event(IncidentEventKind::Updated);
+        assert_eq!(event.alert_count, 40);
+        // About 20 KiB each, in a 256 KiB budget: twelve.
+        assert_eq!(event.alerts.len(), 12);
+        let listed: Vec<&str> = event
+            .alerts
+            .iter()
+            .map(|a| a.fingerprint.as_str())
+            .collect();
+        assert_eq!(listed[0], "f0", "the headline, the oldest of equals");
+        assert_eq!(listed[1], "f29", "then the latest eleven: {listed:?}");
+        let size = serde_json::to_vec(&event).unwrap().len();
+        assert!(size < 300 << 10, "{size} bytes");
     }
 }

@@ -503,3 +503,70 @@ async fn alerts_sent_together_are_one_partition_message_and_their_incident_is_to
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_storm_in_one_incident_is_counted_whole_and_told_in_events_the_bus_carries() {
+    let h = Harness::start(|_| {}).await;
+    // 3,000 distinct alerts about one service, a hundred per payload, each with a long summary:
+    // listed whole, the last events would be about 1.7 MB, past NATS' 1 MiB `max_payload`.
+    const STORM: usize = 3000;
+    let padding = "x".repeat(300);
+    for payload in 0..STORM / 100 {
+        let alerts: Vec<Value> = (0..100)
+            .map(|i| {
+                let n = payload * 100 + i;
+                generic(
+                    "search",
+                    &format!("Shard {n} unassigned {padding}"),
+                    "firing",
+                )
+            })
+            .collect();
+        h.send("generic", Value::Array(alerts)).await;
+    }
+    let started = Instant::now();
+    let events = loop {
+        let events = h.events().await;
+        if events
+            .last()
+            .is_some_and(|e| e.alert_count as usize == STORM)
+        {
+            break events;
+        }
+        let counts: Vec<u32> = events.iter().map(|e| e.alert_count).collect();
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out waiting for all {STORM} alerts; counts so far: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // One incident, counted whole, its count growing with each event.
+    assert!(events
+        .iter()
+        .all(|e| e.incident_id == events[0].incident_id));
+    let counts: Vec<u32> = events.iter().map(|e| e.alert_count).collect();
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+    // Every event lists at most a hundred alerts, all of them while there were no more.
+    for e in &events {
+        let listed = e.alerts.len();
+        assert_eq!(
+            listed,
+            (e.alert_count as usize).min(100),
+            "revision {}",
+            e.revision
+        );
+        let distinct: std::collections::BTreeSet<&str> =
+            e.alerts.iter().map(|a| a.fingerprint.as_str()).collect();
+        assert_eq!(distinct.len(), listed, "revision {}", e.revision);
+    }
+    // The last names the headline (the first alert: all are critical and it came first) and
+    // the title counts the rest.
+    let last = events.last().unwrap();
+    assert!(
+        last.alerts[0].summary.starts_with("Shard 0 unassigned"),
+        "{}",
+        last.alerts[0].summary
+    );
+    assert!(last.title.contains("(+2999 more)"), "{}", last.title);
+    h.stop().await;
+}

@@ -163,7 +163,11 @@ impl HistoryIndex {
                     count: a.count,
                 })
                 .collect(),
-            more_alerts: event.alerts.len().saturating_sub(MAX_ALERTS),
+            // Events list a storm's latest alerts only; `alert_count` counts them all (and is
+            // 0 in events written before it existed, which listed every alert).
+            more_alerts: (event.alert_count as usize)
+                .max(event.alerts.len())
+                .saturating_sub(event.alerts.len().min(MAX_ALERTS)),
             last_summary: self
                 .summary_of(&event.incident_id)?
                 .map(|s| truncated(&s.text, MAX_SUMMARY_CHARS)),
@@ -461,6 +465,7 @@ pub(crate) mod tests {
                 last_seen: at(secs),
                 flapping: false,
             }],
+            alert_count: 1,
             opened_at: at(secs - 60),
             updated_at: at(secs),
             resolved_at: Some(at(secs)),
@@ -513,6 +518,29 @@ pub(crate) mod tests {
         assert_eq!(theirs[0].incident_id, "g1");
         assert!(index.lookup("acme", "search").unwrap().is_empty());
         assert_eq!(index.applied("I").unwrap(), 2);
+    }
+
+    #[test]
+    fn a_storm_is_remembered_with_every_alert_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = HistoryIndex::open(dir.path(), 5).unwrap();
+        // Listed whole (an event written before `alert_count` existed says 0)...
+        let mut whole = resolved("acme", "w", "checkout", 100);
+        whole.alerts = vec![whole.alerts[0].clone(); 12];
+        whole.alert_count = 0;
+        // ...and a storm whose event lists its latest hundred of 3,000.
+        let mut storm = resolved("acme", "s", "checkout", 200);
+        storm.alerts = vec![storm.alerts[0].clone(); 100];
+        storm.alert_count = 3000;
+        for (seq, event) in [whole, storm].iter().enumerate() {
+            index.record_resolved(event, "I", seq as u64).unwrap();
+        }
+        let past = index.lookup("acme", "checkout").unwrap();
+        let told: Vec<(&str, usize, usize)> = past
+            .iter()
+            .map(|p| (p.incident_id.as_str(), p.alerts.len(), p.more_alerts))
+            .collect();
+        assert_eq!(told, [("s", MAX_ALERTS, 2990), ("w", MAX_ALERTS, 2)]);
     }
 
     #[test]

@@ -67,7 +67,15 @@ pub struct IncidentEvent {
     pub root_service: Option<String>,
     pub severity: Severity,
     pub title: String,
+    /// The incident's alerts, all of them while they are few: past a hundred (or about
+    /// 256 KiB of them), the headline alert and those seen most recently, in the incident's
+    /// order. An alert storm must not make an event larger than the bus carries (NATS'
+    /// `max_payload`, 1 MiB by default), nor each event cost as much as the whole storm.
     pub alerts: Vec<IncidentAlert>,
+    /// How many distinct alerts the incident holds, listed in `alerts` or not. 0 in events
+    /// written before this field existed: `alerts` held them all then.
+    #[serde(default)]
+    pub alert_count: u32,
     #[serde(with = "crate::rfc3339")]
     #[schemars(with = "DateTime<Utc>")]
     pub opened_at: DateTime<Utc>,
