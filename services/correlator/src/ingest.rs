@@ -6,7 +6,10 @@
 //! are what isolate tenants). Outputs carry deterministic `Nats-Msg-Id`s
 //! (`<raw id or seq-N>:p<partition>:normalize`): one [`AlertBatch`] per raw message and
 //! partition, so a redelivery is dropped by the server and, past its dedup window, by the
-//! partition owner's ledger (one entry per partition message). Stateless: replicas share the durable.
+//! partition owner's ledger (one entry per partition message). A batch larger than about
+//! 256 KiB is sent as several (`…:p<partition>+<first alert>:normalize`), so that no
+//! notification, however large, makes a message the bus refuses. Stateless: replicas share the
+//! durable.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -142,26 +145,114 @@ impl Ingest {
         }
         let mut pubs = Vec::with_capacity(batches.len());
         for (partition, alerts) in batches {
-            let n = alerts.len();
-            let batch = AlertBatch { alerts };
-            let mut env = match &raw {
-                Some(raw) => raw.derive(batch),
-                None => Envelope::new(tenant, batch),
-            };
-            env.tenant = tenant.to_string();
-            let mut p = Publication::envelope(
-                self.bus.subjects.alerts_partition(partition, tenant),
-                &env,
-                STAGE,
-            )
-            .map_err(|e| e.to_string())?;
+            let subject = self.bus.subjects.alerts_partition(partition, tenant);
             // Deterministic, so that a redelivered raw message is dropped by the server (and,
             // past its dedup window, by the owner's ledger, keyed by this msg id).
-            p.msg_id = Some(format!("{key}:p{partition}:{STAGE}"));
-            pubs.push((p, n));
+            let msg_id = format!("{key}:p{partition}:{STAGE}");
+            let (p, alerts) = encode(&subject, tenant, raw.as_ref(), alerts, msg_id)?;
+            if p.payload.len() <= SMALL_BYTES {
+                pubs.push((p, alerts.len()));
+                continue;
+            }
+            // A large notification (an Alertmanager group of a thousand alerts): its canonical
+            // alerts, each with its original beside it, can outgrow what the bus carries.
+            let max_payload = self.bus.client.server_info().max_payload;
+            let budget = BATCH_BYTES.min(max_payload / 4);
+            if p.payload.len() <= budget {
+                pubs.push((p, alerts.len()));
+                continue;
+            }
+            let fits = max_payload.saturating_sub(HEADERS_BYTES);
+            for (first, chunk) in chunks(alerts, budget)? {
+                let msg_id = format!("{key}:p{partition}+{first}:{STAGE}");
+                let (mut p, mut chunk) = encode(&subject, tenant, raw.as_ref(), chunk, msg_id)?;
+                if p.payload.len() > fits {
+                    // One alert too large for the bus on its own (a run of several is a quarter
+                    // of it at most): it goes without the original kept beside it, or not at all.
+                    for alert in &mut chunk {
+                        alert.alert.original = Value::Null;
+                    }
+                    let msg_id = p.msg_id.take().unwrap_or_default();
+                    (p, chunk) = encode(&subject, tenant, raw.as_ref(), chunk, msg_id)?;
+                    tracing::warn!(
+                        key,
+                        bytes = p.payload.len(),
+                        "alert too large for the bus with its original; sent without it"
+                    );
+                }
+                if p.payload.len() > fits {
+                    tracing::error!(
+                        key,
+                        bytes = p.payload.len(),
+                        max = fits,
+                        "alert too large for the bus even without its original; dropped"
+                    );
+                    metrics::counter!("mcplane_correlator_alerts_rejected_total").increment(1);
+                    continue;
+                }
+                pubs.push((p, chunk.len()));
+            }
         }
         Ok(pubs)
     }
+}
+
+/// The largest partition message ingest publishes whole (or a quarter of the server's
+/// `max_payload`, if that is less); a raw message's alerts for one partition beyond it are sent
+/// as several, each about this size. A quarter of NATS' default `max_payload` (1 MiB), so that
+/// a message of canonical alerts never comes near it.
+const BATCH_BYTES: usize = 256 << 10;
+/// Below this a partition message is sent without asking the connection for the server's
+/// `max_payload` (a copy of its whole `INFO`): far below any server's.
+const SMALL_BYTES: usize = 64 << 10;
+/// Room left for a message's headers (msg id, trace context) under `max_payload`.
+const HEADERS_BYTES: usize = 4 << 10;
+
+/// One partition message of `alerts`, and the alerts back (to split them when it is too large).
+fn encode(
+    subject: &str,
+    tenant: &str,
+    raw: Option<&Envelope<RawAlert>>,
+    alerts: Vec<BatchedAlert>,
+    msg_id: String,
+) -> Result<(Publication, Vec<BatchedAlert>), String> {
+    let batch = AlertBatch { alerts };
+    let mut env = match raw {
+        Some(raw) => raw.derive(batch),
+        None => Envelope::new(tenant, batch),
+    };
+    env.tenant = tenant.to_string();
+    let mut p =
+        Publication::envelope(subject.to_string(), &env, STAGE).map_err(|e| e.to_string())?;
+    p.msg_id = Some(msg_id);
+    Ok((p, env.body.alerts))
+}
+
+/// `alerts` in runs of about `budget` bytes (each alert's JSON summed; a larger alert alone),
+/// in order, each with the index of its first alert: the msg id of the message it becomes.
+/// The sizes hold timestamps whose width varies with their fraction, so a redelivery may split
+/// at another alert; its messages then have other msg ids and an alert on both sides of the
+/// seam is counted twice, as a repeat. None is lost.
+fn chunks(
+    alerts: Vec<BatchedAlert>,
+    budget: usize,
+) -> Result<Vec<(usize, Vec<BatchedAlert>)>, String> {
+    let mut out: Vec<(usize, Vec<BatchedAlert>)> = Vec::new();
+    let mut bytes = 0;
+    for (i, alert) in alerts.into_iter().enumerate() {
+        let size = serde_json::to_vec(&alert)
+            .map_err(|e| format!("canonical alert {i}: {e}"))?
+            .len();
+        match out.last_mut() {
+            Some((_, run)) if bytes + size <= budget => run.push(alert),
+            _ => {
+                out.push((i, vec![alert]));
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    Ok(out)
 }
 
 /// `(tenant, source)` from `<prefix>.alerts.in.<tenant>.<source>`, both validated.

@@ -570,3 +570,99 @@ async fn an_alert_storm_in_one_incident_is_counted_whole_and_told_in_events_the_
     assert!(last.title.contains("(+2999 more)"), "{}", last.title);
     h.stop().await;
 }
+
+/// The canonical alerts stored on the partitions so far.
+async fn stored_batches(h: &Harness) -> Vec<AlertBatch> {
+    let mut stored = Vec::new();
+    for partition in 0..4 {
+        stored.extend(
+            h.read::<AlertBatch>(
+                StreamKind::Alerts,
+                h.bus.subjects.alerts_partition_all(partition),
+            )
+            .await,
+        );
+    }
+    stored
+}
+
+/// Polls until the incident events count `count` alerts in one incident.
+async fn counted(h: &Harness, count: u32) {
+    let started = Instant::now();
+    loop {
+        let events = h.events().await;
+        if events.iter().any(|e| e.alert_count == count) {
+            return;
+        }
+        let counts: Vec<u32> = events.iter().map(|e| e.alert_count).collect();
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out waiting for {count} alerts; counts so far: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_too_large_for_one_partition_message_is_split_and_nothing_is_lost() {
+    let h = Harness::start(|_| {}).await;
+    // A thousand alerts about one service in one payload (an Alertmanager group in an outage),
+    // ~770 KB: as canonical alerts, each with its original beside it, about twice that, past
+    // NATS' 1 MiB `max_payload` for one partition message.
+    let padding = "y".repeat(700);
+    let alerts: Vec<Value> = (0..1000)
+        .map(|n| {
+            generic(
+                "search",
+                &format!("Shard {n} unassigned {padding}"),
+                "firing",
+            )
+        })
+        .collect();
+    h.send("generic", Value::Array(alerts)).await;
+    counted(&h, 1000).await;
+    let stored = stored_batches(&h).await;
+    assert!(
+        stored.len() > 1,
+        "one message of {} alerts",
+        stored[0].alerts.len()
+    );
+    let titles: Vec<String> = stored
+        .iter()
+        .flat_map(|b| &b.alerts)
+        .map(|a| {
+            a.alert
+                .summary
+                .split(' ')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let expected: Vec<String> = (0..1000).map(|n| format!("Shard {n}")).collect();
+    assert_eq!(titles, expected, "every alert once, in order");
+    assert!(stored
+        .iter()
+        .flat_map(|b| &b.alerts)
+        .all(|a| !a.alert.original.is_null()));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_too_large_for_the_bus_with_its_original_goes_without_it() {
+    let h = Harness::start(|_| {}).await;
+    // ~600 KB of summary: with the original beside it, over 1 MiB.
+    let huge = "z".repeat(600_000);
+    h.send(
+        "generic",
+        generic("search", &format!("Disk full {huge}"), "firing"),
+    )
+    .await;
+    counted(&h, 1).await;
+    let stored = stored_batches(&h).await;
+    assert_eq!(stored.len(), 1);
+    let alert = &stored[0].alerts[0].alert;
+    assert!(alert.summary.starts_with("Disk full zzz"));
+    assert!(alert.original.is_null());
+    h.stop().await;
+}
