@@ -480,16 +480,7 @@ async fn alerts_sent_together_are_one_partition_message_and_their_incident_is_to
     let counts: Vec<u32> = events[1].alerts.iter().map(|a| a.count).collect();
     assert_eq!(counts, [1, 1, 1, 1, 1], "{:#?}", events[1]);
     // One message on the partitions for the six alerts.
-    let mut stored: Vec<AlertBatch> = Vec::new();
-    for partition in 0..4 {
-        stored.extend(
-            h.read::<AlertBatch>(
-                StreamKind::Alerts,
-                h.bus.subjects.alerts_partition_all(partition),
-            )
-            .await,
-        );
-    }
+    let stored = stored_batches(&h).await;
     assert_eq!(stored.len(), 1, "{stored:#?}");
     let titles: Vec<&str> = stored[0]
         .alerts
@@ -524,22 +515,8 @@ async fn an_alert_storm_in_one_incident_is_counted_whole_and_told_in_events_the_
             .collect();
         h.send("generic", Value::Array(alerts)).await;
     }
-    let started = Instant::now();
-    let events = loop {
-        let events = h.events().await;
-        if events
-            .last()
-            .is_some_and(|e| e.alert_count as usize == STORM)
-        {
-            break events;
-        }
-        let counts: Vec<u32> = events.iter().map(|e| e.alert_count).collect();
-        assert!(
-            started.elapsed() < DEADLINE,
-            "timed out waiting for all {STORM} alerts; counts so far: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    counted(&h, STORM as u32).await;
+    let events = h.events().await;
     // One incident, counted whole, its count growing with each event.
     assert!(events
         .iter()
