@@ -786,10 +786,13 @@ async fn latest_incidents(bus: &mcplane_shared::bus::Bus) -> Vec<IncidentEvent> 
     latest.into_values().collect()
 }
 
-/// Alert `i` of a burst: its own alert name (so its own fingerprint) on one of four services.
+/// Alert `i` of a burst: its own alert name (so its own fingerprint) on one of sixteen
+/// services. Spread so that an incident holds at most a hundred of the largest burst's (1,200)
+/// alerts, all of which its events then list for [`alert_counts`] to count (past a hundred an
+/// event lists only the latest).
 fn burst_alert(i: usize) -> Value {
     alertmanager_payload(
-        &format!("fault-svc-{}", i % 4),
+        &format!("fault-svc-{}", i % 16),
         &format!("FaultAlert{i}"),
         "critical",
     )
