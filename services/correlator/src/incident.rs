@@ -655,17 +655,33 @@ pub(crate) mod tests {
         assert_eq!(inc.alerts[0].service, "payments");
     }
 
+    /// An incident of `alerts`, the first opening it, each seen a second after the one before.
+    fn incident_of(alerts: impl IntoIterator<Item = CanonicalAlert>) -> Incident {
+        let mut alerts = alerts.into_iter();
+        let first = alerts.next().expect("at least one alert");
+        let mut inc = Incident::open("i".into(), &first, at(0));
+        for (i, a) in (1..).zip(alerts) {
+            inc.record(&a, false, &Flapping::default(), at(i));
+        }
+        inc
+    }
+
+    /// Alert `f<i>` on `api`, firing.
+    fn numbered(i: usize, sev: Severity) -> CanonicalAlert {
+        alert("api", &format!("f{i}"), AlertStatus::Firing, sev)
+    }
+
+    fn fingerprints(event: &IncidentEvent) -> Vec<&str> {
+        event
+            .alerts
+            .iter()
+            .map(|a| a.fingerprint.as_str())
+            .collect()
+    }
+
     #[test]
     fn an_event_lists_every_alert_while_they_are_few() {
-        let mut inc = Incident::open(
-            "i".into(),
-            &alert("api", "f0", AlertStatus::Firing, Severity::High),
-            at(0),
-        );
-        for i in 1..EVENT_ALERTS {
-            let a = alert("api", &format!("f{i}"), AlertStatus::Firing, Severity::High);
-            inc.record(&a, false, &Flapping::default(), at(i as i64));
-        }
+        let inc = incident_of((0..EVENT_ALERTS).map(|i| numbered(i, Severity::High)));
         let event = inc.event(IncidentEventKind::Updated);
         assert_eq!(event.alerts, inc.alerts);
         assert_eq!(event.alert_count as usize, EVENT_ALERTS);
@@ -674,54 +690,38 @@ pub(crate) mod tests {
     #[test]
     fn a_storm_lists_its_headline_and_latest_alerts_in_order_and_counts_them_all() {
         // The headline (the only critical one) is among the oldest; 250 alerts in all.
-        let mut inc = Incident::open(
-            "i".into(),
-            &alert("api", "f0", AlertStatus::Firing, Severity::High),
-            at(0),
-        );
-        let critical = alert("api", "f1", AlertStatus::Firing, Severity::Critical);
-        inc.record(&critical, false, &Flapping::default(), at(1));
-        for i in 2..250 {
-            let a = alert("api", &format!("f{i}"), AlertStatus::Firing, Severity::High);
-            inc.record(&a, false, &Flapping::default(), at(i as i64));
-        }
+        let mut inc = incident_of((0..250).map(|i| {
+            let sev = if i == 1 {
+                Severity::Critical
+            } else {
+                Severity::High
+            };
+            numbered(i, sev)
+        }));
         // A repeat of an old alert is seen again, so it is among the latest.
-        let repeat = alert("api", "f5", AlertStatus::Firing, Severity::High);
+        let repeat = numbered(5, Severity::High);
         inc.record(&repeat, false, &Flapping::default(), at(1000));
         let event = inc.event(IncidentEventKind::Updated);
         assert_eq!(event.alert_count, 250);
-        let listed: Vec<&str> = event
-            .alerts
-            .iter()
-            .map(|a| a.fingerprint.as_str())
-            .collect();
         let mut expected = vec!["f1".to_string(), "f5".to_string()];
         expected.extend((152..250).map(|i| format!("f{i}")));
-        assert_eq!(listed, expected);
+        assert_eq!(fingerprints(&event), expected);
         assert_eq!(event.severity, Severity::Critical);
         assert!(event.title.contains("(+249 more)"), "{}", event.title);
     }
 
     #[test]
     fn large_alerts_are_listed_only_as_far_as_the_byte_budget_goes() {
-        let big = |i: usize| {
-            let mut a = alert("api", &format!("f{i}"), AlertStatus::Firing, Severity::High);
+        let inc = incident_of((0..40).map(|i| {
+            let mut a = numbered(i, Severity::High);
             a.summary = format!("{i} {}", "y".repeat(20 << 10));
             a
-        };
-        let mut inc = Incident::open("i".into(), &big(0), at(0));
-        for i in 1..40 {
-            inc.record(&big(i), false, &Flapping::default(), at(i as i64));
-        }
+        }));
         let event = inc.event(IncidentEventKind::Updated);
         assert_eq!(event.alert_count, 40);
         // About 20 KiB each, in a 256 KiB budget: twelve.
         assert_eq!(event.alerts.len(), 12);
-        let listed: Vec<&str> = event
-            .alerts
-            .iter()
-            .map(|a| a.fingerprint.as_str())
-            .collect();
+        let listed = fingerprints(&event);
         assert_eq!(listed[0], "f0", "the headline, the oldest of equals");
         assert_eq!(listed[1], "f29", "then the latest eleven: {listed:?}");
         let size = serde_json::to_vec(&event).unwrap().len();

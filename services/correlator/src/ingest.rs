@@ -145,27 +145,30 @@ impl Ingest {
         }
         let mut pubs = Vec::with_capacity(batches.len());
         for (partition, alerts) in batches {
-            let subject = self.bus.subjects.alerts_partition(partition, tenant);
             // Deterministic, so that a redelivered raw message is dropped by the server (and,
             // past its dedup window, by the owner's ledger, keyed by this msg id).
             let msg_id = format!("{key}:p{partition}:{STAGE}");
-            let (p, alerts) = encode(&subject, tenant, raw.as_ref(), alerts, msg_id)?;
-            if p.payload.len() <= SMALL_BYTES {
-                pubs.push((p, alerts.len()));
-                continue;
-            }
+            let subject = self.bus.subjects.alerts_partition(partition, tenant);
+            let (p, alerts) = encode(subject, tenant, raw.as_ref(), alerts, msg_id)?;
             // A large notification (an Alertmanager group of a thousand alerts): its canonical
-            // alerts, each with its original beside it, can outgrow what the bus carries.
-            let max_payload = self.bus.client.server_info().max_payload;
+            // alerts, each with its original beside it, can outgrow what the bus carries. Only
+            // a large message asks for the server's `max_payload` (a copy of its whole `INFO`).
+            let max_payload = if p.payload.len() <= SMALL_BYTES {
+                usize::MAX
+            } else {
+                self.bus.client.server_info().max_payload
+            };
             let budget = BATCH_BYTES.min(max_payload / 4);
             if p.payload.len() <= budget {
                 pubs.push((p, alerts.len()));
                 continue;
             }
             let fits = max_payload.saturating_sub(HEADERS_BYTES);
+            let subject = p.subject;
             for (first, chunk) in chunks(alerts, budget)? {
                 let msg_id = format!("{key}:p{partition}+{first}:{STAGE}");
-                let (mut p, mut chunk) = encode(&subject, tenant, raw.as_ref(), chunk, msg_id)?;
+                let (mut p, mut chunk) =
+                    encode(subject.clone(), tenant, raw.as_ref(), chunk, msg_id)?;
                 if p.payload.len() > fits {
                     // One alert too large for the bus on its own (a run of several is a quarter
                     // of it at most): it goes without the original kept beside it, or not at all.
@@ -173,7 +176,7 @@ impl Ingest {
                         alert.alert.original = Value::Null;
                     }
                     let msg_id = p.msg_id.take().unwrap_or_default();
-                    (p, chunk) = encode(&subject, tenant, raw.as_ref(), chunk, msg_id)?;
+                    (p, chunk) = encode(subject.clone(), tenant, raw.as_ref(), chunk, msg_id)?;
                     tracing::warn!(
                         key,
                         bytes = p.payload.len(),
@@ -210,7 +213,7 @@ const HEADERS_BYTES: usize = 4 << 10;
 
 /// One partition message of `alerts`, and the alerts back (to split them when it is too large).
 fn encode(
-    subject: &str,
+    subject: String,
     tenant: &str,
     raw: Option<&Envelope<RawAlert>>,
     alerts: Vec<BatchedAlert>,
@@ -222,8 +225,7 @@ fn encode(
         None => Envelope::new(tenant, batch),
     };
     env.tenant = tenant.to_string();
-    let mut p =
-        Publication::envelope(subject.to_string(), &env, STAGE).map_err(|e| e.to_string())?;
+    let mut p = Publication::envelope(subject, &env, STAGE).map_err(|e| e.to_string())?;
     p.msg_id = Some(msg_id);
     Ok((p, env.body.alerts))
 }

@@ -190,6 +190,20 @@ fn generic(service: &str, title: &str, status: &str) -> Value {
     json!({"title": title, "service": service, "severity": "critical", "status": status})
 }
 
+/// A generic payload of firing alerts `Shard <n> unassigned <padding>` about `search`, one per
+/// number.
+fn shards(numbers: std::ops::Range<usize>, padding: &str) -> Value {
+    numbers
+        .map(|n| {
+            generic(
+                "search",
+                &format!("Shard {n} unassigned {padding}"),
+                "firing",
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_datadog_monitor_a_cloudwatch_alarm_and_a_pagerduty_event_about_one_service_are_one_incident(
 ) {
@@ -503,17 +517,11 @@ async fn an_alert_storm_in_one_incident_is_counted_whole_and_told_in_events_the_
     const STORM: usize = 3000;
     let padding = "x".repeat(300);
     for payload in 0..STORM / 100 {
-        let alerts: Vec<Value> = (0..100)
-            .map(|i| {
-                let n = payload * 100 + i;
-                generic(
-                    "search",
-                    &format!("Shard {n} unassigned {padding}"),
-                    "firing",
-                )
-            })
-            .collect();
-        h.send("generic", Value::Array(alerts)).await;
+        h.send(
+            "generic",
+            shards(payload * 100..payload * 100 + 100, &padding),
+        )
+        .await;
     }
     counted(&h, STORM as u32).await;
     let events = h.events().await;
@@ -587,16 +595,7 @@ async fn a_notification_too_large_for_one_partition_message_is_split_and_nothing
     // ~770 KB: as canonical alerts, each with its original beside it, about twice that, past
     // NATS' 1 MiB `max_payload` for one partition message.
     let padding = "y".repeat(700);
-    let alerts: Vec<Value> = (0..1000)
-        .map(|n| {
-            generic(
-                "search",
-                &format!("Shard {n} unassigned {padding}"),
-                "firing",
-            )
-        })
-        .collect();
-    h.send("generic", Value::Array(alerts)).await;
+    h.send("generic", shards(0..1000, &padding)).await;
     counted(&h, 1000).await;
     let stored = stored_batches(&h).await;
     assert!(
