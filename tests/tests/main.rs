@@ -26,4 +26,5 @@ mod openai_compat;
 mod policy;
 mod probes;
 mod redaction_roundtrip;
+mod result_delivery;
 mod tenancy;
