@@ -12,14 +12,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::body::audit::AuditOutcome;
+use crate::body::audit::{AuditEvent, AuditOutcome, PAYLOAD_DETAIL_KEY};
 use crate::body::exchange::Exchange;
 use crate::bus::{
     audit_publication, publish_once, result_publications, run_flowing_consumer, Bus, ConsumerSpec,
     Disposition, Publication,
 };
 use crate::envelope::{Envelope, Step};
-use crate::error::{ErrorBody, ServiceError};
+use crate::error::{ErrorBody, ErrorCode, ServiceError};
 use crate::ledger::Ledger;
 use crate::subjects::{Service, StreamKind};
 
@@ -168,9 +168,10 @@ fn outcomes_to_publications(
         StageOutcome::Retry(_) => Ok(None),
         StageOutcome::Continue { mut env, detail } => {
             let detail = facts.add_to(detail);
-            let audit = audit_publication(bus, &env, stage, AuditOutcome::Ok, None, detail)?;
+            // The audit entry carries this stage's span; the hand-off the next stage's.
+            let trace = env.trace.clone();
             env.trace = env.trace.child();
-            let mut pubs = match env.itinerary.advance() {
+            let onward = match env.itinerary.advance() {
                 Some(next) => vec![Publication::envelope(
                     bus.subjects.stage(next.service(), &env.tenant),
                     &env,
@@ -178,30 +179,129 @@ fn outcomes_to_publications(
                 )?],
                 None => result_publications(bus, &env, stage)?,
             };
-            pubs.push(audit);
+            env.trace = trace;
+            if let Some(bytes) = oversized(bus, &onward) {
+                return too_large(bus, *env, stage, bytes, detail).map(Some);
+            }
+            let audit = audit_publication(bus, &env, stage, AuditOutcome::Ok, None, detail)?;
+            let mut pubs = onward;
+            pubs.push(fitted_audit(bus, audit)?);
             Ok(Some(pubs))
         }
-        StageOutcome::Fail {
-            mut env,
-            error,
-            detail,
-        } => {
-            let detail = facts.add_to(detail);
-            let audit = audit_publication(
-                bus,
-                &env,
-                stage,
-                AuditOutcome::Failed,
-                Some(error.code),
-                detail,
-            )?;
+        StageOutcome::Fail { env, error, detail } => {
             tracing::warn!(code = %error.code, message = %error.message, "request failed at this stage");
-            env.body.error = Some(error);
-            let mut pubs = result_publications(bus, &env, stage)?;
-            pubs.push(audit);
-            Ok(Some(pubs))
+            failed(bus, *env, stage, error, facts.add_to(detail)).map(Some)
         }
     }
+}
+
+/// Delivers `env` with `error` as its result, and the stage's failed audit entry.
+fn failed(
+    bus: &Bus,
+    mut env: Envelope<Exchange>,
+    stage: &str,
+    error: ErrorBody,
+    detail: serde_json::Value,
+) -> Result<Vec<Publication>, ServiceError> {
+    let audit = audit_publication(
+        bus,
+        &env,
+        stage,
+        AuditOutcome::Failed,
+        Some(error.code),
+        detail,
+    )?;
+    env.body.error = Some(error);
+    let mut pubs = result_publications(bus, &env, stage)?;
+    if oversized(bus, &pubs).is_some() {
+        // The error is the answer; what the request carried stays behind.
+        strip_for_error(&mut env);
+        pubs = result_publications(bus, &env, stage)?;
+    }
+    pubs.push(fitted_audit(bus, audit)?);
+    Ok(pubs)
+}
+
+/// The size of the first publication the bus cannot carry, if any.
+fn oversized(bus: &Bus, pubs: &[Publication]) -> Option<usize> {
+    pubs.iter()
+        .map(|p| p.payload.len())
+        .find(|&len| !bus.fits(len))
+}
+
+/// Ends a request that outgrew the bus at this stage (its input, the context injected, the
+/// sealed token originals or the answer): the stage's step cannot be handed on, and retrying
+/// would fail the same way, so the client gets `payload_too_large` and the trail a failed entry.
+fn too_large(
+    bus: &Bus,
+    mut env: Envelope<Exchange>,
+    stage: &str,
+    bytes: usize,
+    mut detail: serde_json::Value,
+) -> Result<Vec<Publication>, ServiceError> {
+    let max_payload = bus.max_payload();
+    tracing::warn!(
+        bytes,
+        max_payload,
+        "the request outgrew what the bus carries; answered payload_too_large"
+    );
+    metrics::counter!("mcplane_requests_too_large_total", "stage" => stage.to_string())
+        .increment(1);
+    let error = ErrorBody::new(
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "the request grew to {bytes} bytes at the {stage} stage, more than the bus carries \
+             ({max_payload} bytes, nats-server max_payload); send a smaller input"
+        ),
+    );
+    if let Some(map) = detail.as_object_mut() {
+        map.insert("bytes".into(), bytes.into());
+        map.insert("max_payload".into(), max_payload.into());
+    }
+    strip_for_error(&mut env);
+    failed(bus, env, stage, error, detail)
+}
+
+/// Leaves a failed request only what its error result needs: a client reads the error, never
+/// the input, context or answer of a failed request.
+fn strip_for_error(env: &mut Envelope<Exchange>) {
+    env.body.request.input = String::new();
+    env.body.context = Vec::new();
+    env.body.response = None;
+    env.body.vault = None;
+}
+
+/// An audit publication the bus can carry. An entry over the limit is nearly always one that
+/// keeps a large sealed payload: the payload is withheld and the entry says so, and failing
+/// that only the detail's common facts stay. The chain never misses the stage.
+fn fitted_audit(bus: &Bus, audit: Publication) -> Result<Publication, ServiceError> {
+    if bus.fits(audit.payload.len()) {
+        return Ok(audit);
+    }
+    let encode = |e: serde_json::Error| ServiceError::Encode(e.to_string());
+    let mut event: Envelope<AuditEvent> = serde_json::from_str(&audit.payload).map_err(encode)?;
+    let bytes = audit.payload.len();
+    metrics::counter!("mcplane_audit_payloads_withheld_total").increment(1);
+    tracing::warn!(
+        bytes,
+        "audit entry too large for the bus; its payload is withheld"
+    );
+    let withheld = serde_json::json!(format!("{bytes} bytes: too large for the bus"));
+    if let Some(map) = event.body.detail.as_object_mut() {
+        map.remove(PAYLOAD_DETAIL_KEY);
+        map.insert("payload_withheld".into(), withheld.clone());
+    }
+    let mut payload = serde_json::to_string(&event).map_err(encode)?;
+    if !bus.fits(payload.len()) {
+        let keep = |key: &str| event.body.detail.get(key).cloned();
+        event.body.detail = serde_json::json!({
+            "request_type": keep("request_type"),
+            "latency_ms": keep("latency_ms"),
+            "detail_withheld": withheld,
+        });
+        payload = serde_json::to_string(&event).map_err(encode)?;
+    }
+    Ok(Publication { payload, ..audit })
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod discovery;
 mod e2e;
 mod faults;
 mod incident_history;
+mod large_requests;
 mod limits;
 mod model_crash;
 mod nats_isolation;

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use mcplane_shared::bus::{run_consumer, Bus, ConsumerSpec, Disposition, Publication};
+use mcplane_shared::bus::{
+    run_consumer, Bus, ConsumerSpec, Disposition, Publication, HEADER_ROOM, SMALL_PAYLOAD,
+};
 use mcplane_shared::subjects::{validate_token, StreamKind};
 use mcplane_shared::{alerts, AlertBatch, BatchedAlert, Envelope, RawAlert, Service, ServiceError};
 use serde_json::Value;
@@ -153,17 +155,17 @@ impl Ingest {
             // A large notification (an Alertmanager group of a thousand alerts): its canonical
             // alerts, each with its original beside it, can outgrow what the bus carries. Only
             // a large message asks for the server's `max_payload` (a copy of its whole `INFO`).
-            let max_payload = if p.payload.len() <= SMALL_BYTES {
+            let max_payload = if p.payload.len() <= SMALL_PAYLOAD {
                 usize::MAX
             } else {
-                self.bus.client.server_info().max_payload
+                self.bus.max_payload()
             };
             let budget = BATCH_BYTES.min(max_payload / 4);
             if p.payload.len() <= budget {
                 pubs.push((p, alerts.len()));
                 continue;
             }
-            let fits = max_payload.saturating_sub(HEADERS_BYTES);
+            let fits = max_payload.saturating_sub(HEADER_ROOM);
             let subject = p.subject;
             for (first, chunk) in chunks(alerts, budget)? {
                 let msg_id = format!("{key}:p{partition}+{first}:{STAGE}");
@@ -205,11 +207,6 @@ impl Ingest {
 /// as several, each about this size. A quarter of NATS' default `max_payload` (1 MiB), so that
 /// a message of canonical alerts never comes near it.
 const BATCH_BYTES: usize = 256 << 10;
-/// Below this a partition message is sent without asking the connection for the server's
-/// `max_payload` (a copy of its whole `INFO`): far below any server's.
-const SMALL_BYTES: usize = 64 << 10;
-/// Room left for a message's headers (msg id, trace context) under `max_payload`.
-const HEADERS_BYTES: usize = 4 << 10;
 
 /// One partition message of `alerts`, and the alerts back (to split them when it is too large).
 fn encode(

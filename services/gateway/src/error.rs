@@ -67,6 +67,18 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(ErrorCode::Internal, message)
     }
+
+    /// A body the gateway accepted that, wrapped for the bus, is more than the bus carries:
+    /// the server would refuse it on every try, so the client is told now, not to retry.
+    pub fn too_large_for_bus(bytes: usize, max_payload: usize) -> Self {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the body makes a {bytes}-byte message, more than the bus carries \
+                 ({max_payload} bytes, nats-server max_payload); send less"
+            ),
+        )
+    }
 }
 
 /// The HTTP status of a code (500 for a status the code table could hold but HTTP cannot).
