@@ -25,6 +25,11 @@ use crate::notify::NotifyLog;
 
 /// Links kept per incident (generator URLs, runbooks); enough for a notification.
 const MAX_LINKS: usize = 10;
+/// Characters of the headline alert's summary a title keeps. A summary is whatever the
+/// monitoring tool sent, a stack trace or a log excerpt at times, and the title is repeated in
+/// every event, notification and summary request (whose input auth caps, 64 KiB by default:
+/// a whole long summary there made the request refused and the incident's summary degraded).
+const TITLE_SUMMARY_CHARS: usize = 200;
 /// The most alerts an incident event lists (it counts them all in `alert_count`).
 pub const EVENT_ALERTS: usize = 100;
 /// About the most bytes of alerts an incident event lists: a quarter of NATS' default
@@ -304,19 +309,21 @@ impl Incident {
         self.headline().map_or(Severity::Info, |a| a.severity)
     }
 
+    /// One line: the service, what the headline alert says (its first
+    /// [`TITLE_SUMMARY_CHARS`] characters) and how many other alerts there are.
     pub fn title(&self) -> String {
         let Some(head) = self.headline() else {
             return format!("{}: incident", self.service);
         };
+        let what = clipped(&head.summary, TITLE_SUMMARY_CHARS);
         match (self.alerts.len(), &self.root_service) {
-            (1, _) => format!("{}: {}", self.service, head.summary),
+            (1, _) => format!("{}: {what}", self.service),
             (n, Some(root)) => format!(
-                "{}: {} (+{} more; probable root: {root})",
+                "{}: {what} (+{} more; probable root: {root})",
                 self.service,
-                head.summary,
                 n - 1
             ),
-            (n, None) => format!("{}: {} (+{} more)", self.service, head.summary, n - 1),
+            (n, None) => format!("{}: {what} (+{} more)", self.service, n - 1),
         }
     }
 
@@ -466,6 +473,14 @@ fn new_alert(alert: &CanonicalAlert, now: DateTime<Utc>) -> IncidentAlert {
     }
 }
 
+/// The first `max` characters of `text`, with an ellipsis when it was longer.
+fn clipped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => text.into(),
+        Some((end, _)) => format!("{}…", text.get(..end).unwrap_or(text)).into(),
+    }
+}
+
 fn is_firing(a: &IncidentAlert) -> bool {
     a.status == AlertStatus::Firing || a.flapping
 }
@@ -518,6 +533,20 @@ pub(crate) mod tests {
             parsed.get_timestamp().unwrap().to_unix().0,
             first.get_timestamp().unwrap().to_unix().0
         );
+    }
+
+    #[test]
+    fn a_title_keeps_the_start_of_a_long_summary() {
+        let mut long = alert("checkout", "trace", AlertStatus::Firing, Severity::Critical);
+        long.summary = format!("NullPointerException ü {}", "at frame\n".repeat(10_000));
+        let inc = Incident::open("i".into(), &long, at(0));
+        let title = inc.title();
+        let kept: String = long.summary.chars().take(TITLE_SUMMARY_CHARS).collect();
+        assert_eq!(title, format!("checkout: {kept}…"));
+        // A summary of exactly the limit is kept whole, without an ellipsis.
+        long.summary = "é".repeat(TITLE_SUMMARY_CHARS);
+        let inc = Incident::open("i".into(), &long, at(0));
+        assert_eq!(inc.title(), format!("checkout: {}", long.summary));
     }
 
     #[test]

@@ -171,6 +171,18 @@ mod tests {
     }
 
     #[test]
+    fn a_request_stays_small_when_an_alert_carries_a_whole_log() {
+        let mut inc = incident();
+        let mut log = alert("checkout", "dump", AlertStatus::Firing, Severity::Critical);
+        log.summary = "panic: index out of range\n".repeat(4_000);
+        inc.record(&log, false, &Flapping::default(), at(5));
+        let input = request_input(&inc);
+        assert!(input.contains("panic: index out of range"), "{input}");
+        // The title line and the alert line keep a few hundred characters of it each.
+        assert!(input.len() < 2_000, "{} bytes", input.len());
+    }
+
+    #[test]
     fn without_a_response_the_summary_is_assembled_and_marked_degraded() {
         let s = build(&incident(), 2, None, "no service account key configured");
         assert!(s.degraded);
