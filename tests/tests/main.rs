@@ -27,5 +27,4 @@ mod openai_compat;
 mod policy;
 mod probes;
 mod redaction_roundtrip;
-mod result_delivery;
 mod tenancy;

@@ -299,7 +299,16 @@ async fn a_missing_or_unknown_key_gets_an_unauthenticated_result_and_a_denied_au
         assert_eq!(result.credential, None);
     }
     for env in &envs {
-        let stored = results.get(&env.id).await.unwrap().expect("stored result");
+        // The reply and the result's put leave together; the server may store the put a
+        // moment after routing the reply (see `result_publications`), so wait for it.
+        let started = Instant::now();
+        let stored = loop {
+            if let Some(stored) = results.get(&env.id).await.unwrap() {
+                break stored;
+            }
+            assert!(started.elapsed() < DEADLINE, "no stored result");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
         assert_eq!(stored.body.error.unwrap().code, ErrorCode::Unauthenticated);
         assert_eq!(stored.credential, None);
         assert_eq!(stored.principal, None);

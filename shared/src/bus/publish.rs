@@ -23,8 +23,7 @@ pub struct Publication {
     pub traceparent: Option<String>,
     /// JSON text of the message.
     pub payload: String,
-    /// Publish on core NATS (a client's reply inbox) instead of through JetStream, after the
-    /// batch's JetStream publications are acknowledged.
+    /// Publish on core NATS (a client's reply inbox) instead of through JetStream.
     #[serde(default)]
     pub core: bool,
     /// Sent before the other publications of the same batch. Audit events are, so a tenant's
@@ -105,8 +104,7 @@ pub fn audit_publication<B: BodyKind>(
 
 impl Bus {
     /// Publishes every publication, JetStream ones with their acks awaited together; those
-    /// marked [`Publication::first`] are sent before the others, and core NATS ones only once
-    /// every JetStream one is acknowledged.
+    /// marked [`Publication::first`] are sent before the others.
     pub async fn publish_all(&self, publications: &[Publication]) -> Result<(), ServiceError> {
         let firsts = publications.iter().filter(|p| p.first);
         let others = publications.iter().filter(|p| !p.first);
@@ -141,15 +139,12 @@ impl Bus {
         publications: impl Iterator<Item = Outgoing>,
     ) -> Result<(), ServiceError> {
         let mut acks = Vec::new();
-        let mut core = Vec::new();
         for p in publications {
             if p.core {
-                // Held back until JetStream has acknowledged the rest: a client told its
-                // result must find it stored (`GET /v1/requests/{id}`), and a publish that
-                // fails leaves the message to be redelivered with nobody told yet. The
-                // server stores a stream message after routing it, so sending the reply
-                // first could let it overtake the result it announces.
-                core.push(p);
+                self.client
+                    .publish_with_headers(p.subject.clone(), p.headers, p.payload)
+                    .await
+                    .map_err(|e| ServiceError::bus(format!("publish {}: {e}", p.subject)))?;
             } else {
                 let ack = self
                     .js
@@ -167,12 +162,6 @@ impl Bus {
         for (subject, ack) in acks {
             ack.await
                 .map_err(|e| ServiceError::bus(format!("publish ack {subject}: {e}")))?;
-        }
-        for p in core {
-            self.client
-                .publish_with_headers(p.subject.clone(), p.headers, p.payload)
-                .await
-                .map_err(|e| ServiceError::bus(format!("publish {}: {e}", p.subject)))?;
         }
         Ok(())
     }

@@ -11,6 +11,12 @@ use crate::error::ServiceError;
 /// The publications that deliver a finished (or failed) request: a put into the results
 /// bucket (a KV put is a publish on `$KV.<bucket>.<key>`) and the reply, durable through
 /// JetStream when the reply subject is one of mcplane's own, on core NATS for a client inbox.
+///
+/// Both are sent at once. The server stores a stream message after routing it, so a client
+/// inbox can get the reply a moment before the bucket holds the result (`GET
+/// /v1/requests/{id}` answers `not_found` "yet" in that window). Holding the reply back until
+/// the put's ack closes the window but costs every request an ack round trip: measured on
+/// 2026-12-07, the `deliver` step's p50 went from about 3 to about 8 ms at 500 req/s.
 pub fn result_publications(
     bus: &Bus,
     env: &Envelope<Exchange>,
