@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use mcplane_shared::bus::{
-    run_consumer, Bus, ConsumerSpec, Disposition, Publication, HEADER_ROOM, SMALL_PAYLOAD,
+    run_consumer, Bus, ConsumerSpec, Disposition, Publication, SMALL_PAYLOAD,
 };
 use mcplane_shared::subjects::{validate_token, StreamKind};
 use mcplane_shared::{alerts, AlertBatch, BatchedAlert, Envelope, RawAlert, Service, ServiceError};
@@ -165,13 +165,12 @@ impl Ingest {
                 pubs.push((p, alerts.len()));
                 continue;
             }
-            let fits = max_payload.saturating_sub(HEADER_ROOM);
             let subject = p.subject;
             for (first, chunk) in chunks(alerts, budget)? {
                 let msg_id = format!("{key}:p{partition}+{first}:{STAGE}");
                 let (mut p, mut chunk) =
                     encode(subject.clone(), tenant, raw.as_ref(), chunk, msg_id)?;
-                if p.payload.len() > fits {
+                if !self.bus.fits(p.payload.len()) {
                     // One alert too large for the bus on its own (a run of several is a quarter
                     // of it at most): it goes without the original kept beside it, or not at all.
                     for alert in &mut chunk {
@@ -185,11 +184,11 @@ impl Ingest {
                         "alert too large for the bus with its original; sent without it"
                     );
                 }
-                if p.payload.len() > fits {
+                if !self.bus.fits(p.payload.len()) {
                     tracing::error!(
                         key,
                         bytes = p.payload.len(),
-                        max = fits,
+                        max_payload,
                         "alert too large for the bus even without its original; dropped"
                     );
                     metrics::counter!("mcplane_correlator_alerts_rejected_total").increment(1);

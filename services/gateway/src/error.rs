@@ -8,6 +8,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use mcplane_shared::bus::{Bus, Publication};
 use mcplane_shared::{ErrorBody, ErrorCode};
 use serde::Serialize;
 use uuid::Uuid;
@@ -68,16 +69,23 @@ impl ApiError {
         ApiError::new(ErrorCode::Internal, message)
     }
 
-    /// A body the gateway accepted that, wrapped for the bus, is more than the bus carries:
-    /// the server would refuse it on every try, so the client is told now, not to retry.
-    pub fn too_large_for_bus(bytes: usize, max_payload: usize) -> Self {
-        ApiError::new(
+    /// Refuses a body the gateway accepted that, wrapped for the bus as `publication`, is more
+    /// than the bus carries: the server would refuse it on every try, so the client is told
+    /// now, not to retry.
+    pub fn unless_it_fits(bus: &Bus, publication: &Publication, id: Uuid) -> Result<(), Self> {
+        let bytes = publication.payload.len();
+        if bus.fits(bytes) {
+            return Ok(());
+        }
+        let max_payload = bus.max_payload();
+        Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
             format!(
                 "the body makes a {bytes}-byte message, more than the bus carries \
                  ({max_payload} bytes, nats-server max_payload); send less"
             ),
         )
+        .for_request(id))
     }
 }
 

@@ -25,7 +25,7 @@ pub use consume::{run_batch_consumer, run_consumer, ConsumerSpec, Disposition};
 pub use discovery::announce;
 pub use flow::run_flowing_consumer;
 pub use outputs::{append_outputs, decode_outputs, encode_outputs};
-pub use payload_limit::{HEADER_ROOM, SMALL_PAYLOAD};
+pub use payload_limit::SMALL_PAYLOAD;
 pub use publish::{audit_publication, Publication};
 pub use recorded::publish_once;
 pub use results::{result_publications, ResultStore};

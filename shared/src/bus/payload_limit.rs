@@ -9,7 +9,7 @@ use super::Bus;
 /// `max_payload` (a copy of its whole `INFO`): far below any server's.
 pub const SMALL_PAYLOAD: usize = 64 << 10;
 /// Room left under `max_payload` for a message's headers (msg id, trace context).
-pub const HEADER_ROOM: usize = 4 << 10;
+const HEADER_ROOM: usize = 4 << 10;
 
 impl Bus {
     /// The server's `max_payload`, as it announced on connecting.

@@ -105,10 +105,7 @@ pub async fn receive(
     let publication =
         Publication::envelope(state.bus.subjects.alerts_in(&tenant, &source), &env, STAGE)
             .map_err(|e| ApiError::internal(format!("cannot encode the alert: {e}")))?;
-    if !state.bus.fits(publication.payload.len()) {
-        let error = ApiError::too_large_for_bus(publication.payload.len(), state.bus.max_payload());
-        return Err(error.for_request(env.id));
-    }
+    ApiError::unless_it_fits(&state.bus, &publication, env.id)?;
     if let Err(e) = state.bus.publish_all(&[publication]).await {
         tracing::warn!(error = %e, %tenant, %source, "cannot publish an alert");
         return Err(

@@ -81,10 +81,7 @@ pub async fn through_pipeline(
     let mut waiter = state.replies.wait_for(env.id);
     let publication = Publication::envelope(state.bus.subjects.requests_submit(), &env, STAGE)
         .map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
-    if !state.bus.fits(publication.payload.len()) {
-        let error = ApiError::too_large_for_bus(publication.payload.len(), state.bus.max_payload());
-        return Err(error.for_request(env.id));
-    }
+    ApiError::unless_it_fits(&state.bus, &publication, env.id)?;
     if let Err(e) = state.bus.publish_all(&[publication]).await {
         tracing::warn!(error = %e, "cannot submit a request");
         return Err(
