@@ -27,7 +27,9 @@ pub mod tenant_keys;
 pub mod topology;
 
 pub use body::{
-    alert::{AlertBatch, AlertStatus, BatchedAlert, CanonicalAlert, RawAlert, Severity},
+    alert::{
+        AlertBatch, AlertSegment, AlertStatus, BatchedAlert, CanonicalAlert, RawAlert, Severity,
+    },
     audit::{AuditEvent, AuditOutcome},
     dead_letter::{DeadLetter, RecordOrigin},
     exchange::{AiRequest, AiResponse, ContextItem, Exchange, RequestType, Usage},

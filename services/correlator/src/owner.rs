@@ -30,7 +30,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::grouping::{Due, IncidentBook, Outcome, Policy};
 use crate::incident::{Change, Incident, PendingSummary};
-use crate::partition::partition_alerts;
+use crate::partition::partition_segments;
 use crate::rebuild::event_publication;
 use crate::rules::Rules;
 use crate::store::{LedgerEntry, PartitionStore, Step};
@@ -60,7 +60,8 @@ pub struct PartitionOwner {
 /// A message that could not be handled now; the consume loop naks it.
 struct Retry;
 
-/// A partition message of a pulled batch: its index in the batch, its ledger key, its alerts.
+/// A segment of a partition message of a pulled batch (one raw message's alerts): the
+/// message's index in the batch, the segment's ledger key, its alerts.
 type BatchAlert = (usize, String, Vec<Envelope<CanonicalAlert>>);
 
 /// The outcome labels of `mcplane_correlator_alerts_total`, by [`outcome_index`].
@@ -183,8 +184,10 @@ impl PartitionOwner {
                     Err(code) => Disposition::Term(format!("{code}: not an exchange envelope")),
                 };
             } else {
-                match partition_alerts(&msg.payload, msg_id) {
-                    Ok((key, decoded)) => alerts.push((i, key, decoded)),
+                match partition_segments(&msg.payload, msg_id) {
+                    Ok(segments) => {
+                        alerts.extend(segments.into_iter().map(|(key, decoded)| (i, key, decoded)))
+                    }
                     Err(code) => {
                         dispositions[i] =
                             Disposition::Term(format!("{code}: not a canonical alert batch"))
@@ -285,12 +288,13 @@ impl PartitionOwner {
         // Every incident the batch touched, with the index in `decided` of its latest event
         // (none when only repeats counted into it).
         let mut latest: HashMap<String, Option<usize>> = HashMap::new();
-        // Per message, its ledger key and the indexes in `decided` of the events it decided.
+        // Per segment, its ledger key and the indexes in `decided` of the events it decided.
         let mut applied: Vec<(&str, Vec<usize>)> = Vec::with_capacity(alerts.len());
         let mut seen_keys = HashSet::with_capacity(alerts.len());
         let mut outcomes = [0u64; 5];
         for (_, key, envs) in alerts {
-            // A second copy in one batch (a redelivery overtaking the original) rides on the first.
+            // A second copy in one batch (a redelivery overtaking the original, or a segment
+            // gathered anew beside its first copy) rides on the first.
             if !seen_keys.insert(key.as_str()) {
                 continue;
             }
@@ -366,7 +370,7 @@ impl PartitionOwner {
                 events.push(p);
             }
         }
-        // A message's ledger entry (one for all its alerts: they are applied together or not
+        // A segment's ledger entry (one for all its alerts: they are applied together or not
         // at all) names the events its alerts decided, or those that superseded them: a
         // redelivery republishes what tells their effect.
         let msg_id = |i: usize| -> Option<String> {

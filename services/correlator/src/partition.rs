@@ -1,6 +1,6 @@
 //! Keying alerts onto partitions: the same partition key (tenant and group, see `rules`)
 //! always lands on the same partition, so one owner holds all the state needed to group them;
-//! and reading what a partition message holds.
+//! and reading the segments a partition message holds.
 //!
 //! FNV-1a is stable across builds and platforms (unlike `std`'s hasher), which matters
 //! because every replica and every restart must agree.
@@ -18,30 +18,150 @@ pub fn partition_of_key(key: &str, partitions: u32) -> u32 {
     (fnv1a64(key.as_bytes()) % u64::from(partitions.max(1))) as u32
 }
 
-/// The ledger key and the alerts of one partition message: an [`AlertBatch`] (what ingest
-/// publishes), or a single canonical alert (what it published before batches, still in the
-/// stream after an upgrade). The alerts of a message are applied in one step, so one ledger
-/// entry answers for them all.
-pub fn partition_alerts(
+/// One raw message's alerts in a partition message: its ledger key, its alerts.
+pub type Segment = (String, Vec<Envelope<CanonicalAlert>>);
+
+/// The segments of one partition message, each with its ledger key and its alerts, in order.
+///
+/// An [`AlertBatch`] listing `segments` gathers the alerts of several raw messages: each
+/// segment is keyed by its name and its alerts carry its trace. One that lists none holds the
+/// alerts of one raw message, keyed by the message's msg id (as every batch was before ingest
+/// gathered them); so is a single canonical alert (what ingest published before batches,
+/// still in the stream after an upgrade). The alerts of a segment are applied in one step, so
+/// one ledger entry answers for them all.
+pub fn partition_segments(
     payload: &[u8],
     msg_id: Option<String>,
-) -> Result<(String, Vec<Envelope<CanonicalAlert>>), ErrorCode> {
-    match Envelope::<AlertBatch>::from_slice(payload) {
-        Ok(batch) => {
-            let key = format!("alert:{}", msg_id.unwrap_or_else(|| batch.id.to_string()));
-            Ok((key, batch.into_alerts().collect()))
-        }
-        Err(_) => {
-            let env = Envelope::<CanonicalAlert>::from_slice(payload)?;
-            let key = format!("alert:{}", msg_id.unwrap_or_else(|| env.id.to_string()));
-            Ok((key, vec![env]))
-        }
+) -> Result<Vec<Segment>, ErrorCode> {
+    let Ok(mut batch) = Envelope::<AlertBatch>::from_slice(payload) else {
+        let env = Envelope::<CanonicalAlert>::from_slice(payload)?;
+        let key = format!("alert:{}", msg_id.unwrap_or_else(|| env.id.to_string()));
+        return Ok(vec![(key, vec![env])]);
+    };
+    let segments = std::mem::take(&mut batch.body.segments);
+    if segments.is_empty() {
+        let key = format!("alert:{}", msg_id.unwrap_or_else(|| batch.id.to_string()));
+        return Ok(vec![(key, batch.into_alerts().collect())]);
     }
+    let listed = segments.iter().try_fold(0usize, |sum, s| {
+        (s.alerts > 0 && !s.key.is_empty())
+            .then(|| sum.checked_add(s.alerts))
+            .flatten()
+    });
+    if listed != Some(batch.body.alerts.len()) {
+        return Err(ErrorCode::InvalidEnvelope);
+    }
+    let mut alerts = batch.into_alerts();
+    Ok(segments
+        .into_iter()
+        .map(|s| {
+            let envs = alerts
+                .by_ref()
+                .take(s.alerts)
+                .map(|mut env| {
+                    env.trace = s.trace.clone();
+                    env
+                })
+                .collect();
+            (format!("alert:{}", s.key), envs)
+        })
+        .collect())
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use mcplane_shared::envelope::TraceContext;
+    use mcplane_shared::{AlertSegment, BatchedAlert};
+
     use super::*;
+
+    fn one(found: Result<Vec<Segment>, ErrorCode>) -> Segment {
+        let mut found = found.unwrap();
+        assert_eq!(found.len(), 1, "one segment");
+        found.remove(0)
+    }
+
+    /// `n` canonical alerts about one service, as a batch holds them.
+    pub(crate) fn batched(n: usize) -> Vec<BatchedAlert> {
+        let payload: Vec<serde_json::Value> = (0..n)
+            .map(|i| serde_json::json!({"title": format!("alert {i}"), "service": "search"}))
+            .collect();
+        mcplane_shared::alerts::normalize(
+            "generic",
+            "acme",
+            &serde_json::Value::Array(payload),
+            chrono::Utc::now(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|alert| BatchedAlert {
+            id: uuid::Uuid::now_v7(),
+            alert,
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_gathered_message_is_read_as_its_segments_each_with_its_key_and_trace() {
+        let traces = [TraceContext::new_root(), TraceContext::new_root()];
+        let segment = |key: &str, alerts: usize, trace: &TraceContext| AlertSegment {
+            key: key.into(),
+            alerts,
+            trace: trace.clone(),
+        };
+        let batch = Envelope::new(
+            "acme",
+            AlertBatch {
+                alerts: batched(3),
+                segments: vec![
+                    segment("raw-a:p1:normalize", 2, &traces[0]),
+                    segment("raw-b:p1:normalize", 1, &traces[1]),
+                ],
+            },
+        );
+        let bytes = serde_json::to_vec(&batch).unwrap();
+        // The message's own msg id names the gathering, not a segment: it is not a ledger key.
+        let found = partition_segments(&bytes, Some("0123abcdx2:p1:normalize".into())).unwrap();
+        let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["alert:raw-a:p1:normalize", "alert:raw-b:p1:normalize"]
+        );
+        let ids: Vec<Vec<uuid::Uuid>> = found
+            .iter()
+            .map(|(_, envs)| envs.iter().map(|e| e.id).collect())
+            .collect();
+        let sent: Vec<uuid::Uuid> = batch.body.alerts.iter().map(|a| a.id).collect();
+        assert_eq!(ids, [sent[..2].to_vec(), sent[2..].to_vec()]);
+        for ((_, envs), trace) in found.iter().zip(&traces) {
+            assert!(envs.iter().all(|e| &e.trace == trace && e.tenant == "acme"));
+        }
+
+        // Segments that do not cover the alerts exactly, or name an empty run, are refused.
+        for segments in [
+            vec![segment("a", 2, &traces[0])],
+            vec![segment("a", 2, &traces[0]), segment("b", 2, &traces[1])],
+            vec![segment("a", 3, &traces[0]), segment("b", 0, &traces[1])],
+            vec![segment("", 3, &traces[0])],
+            vec![
+                segment("a", usize::MAX, &traces[0]),
+                segment("b", 4, &traces[1]),
+            ],
+        ] {
+            let bad = Envelope::new(
+                "acme",
+                AlertBatch {
+                    alerts: batched(3),
+                    segments,
+                },
+            );
+            let bytes = serde_json::to_vec(&bad).unwrap();
+            assert_eq!(
+                partition_segments(&bytes, None).unwrap_err(),
+                ErrorCode::InvalidEnvelope
+            );
+        }
+    }
 
     #[test]
     fn same_key_same_partition_and_keys_spread() {
@@ -83,10 +203,14 @@ mod tests {
                         alert: a.clone(),
                     })
                     .collect(),
+                segments: Vec::new(),
             },
         );
         let bytes = serde_json::to_vec(&batch).unwrap();
-        let (key, got) = partition_alerts(&bytes, Some("raw-1:p2:normalize".into())).unwrap();
+        let (key, got) = one(partition_segments(
+            &bytes,
+            Some("raw-1:p2:normalize".into()),
+        ));
         assert_eq!(key, "alert:raw-1:p2:normalize");
         assert_eq!(got.len(), 2);
         for (env, item) in got.iter().zip(&batch.body.alerts) {
@@ -98,12 +222,12 @@ mod tests {
 
         let single = Envelope::new("acme", alerts[0].clone());
         let bytes = serde_json::to_vec(&single).unwrap();
-        let (key, got) = partition_alerts(&bytes, Some("raw-0:0:normalize".into())).unwrap();
+        let (key, got) = one(partition_segments(&bytes, Some("raw-0:0:normalize".into())));
         assert_eq!(key, "alert:raw-0:0:normalize");
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].id, single.id);
 
-        assert!(partition_alerts(b"{}", None).is_err());
+        assert!(partition_segments(b"{}", None).is_err());
         let raw = Envelope::new(
             "acme",
             mcplane_shared::RawAlert {
@@ -112,6 +236,6 @@ mod tests {
                 received_at: now,
             },
         );
-        assert!(partition_alerts(&serde_json::to_vec(&raw).unwrap(), None).is_err());
+        assert!(partition_segments(&serde_json::to_vec(&raw).unwrap(), None).is_err());
     }
 }

@@ -15,7 +15,7 @@
 //! next, while alerts are the owner's actual input. A summary the pipeline was still working on
 //! when the disk went is asked for again (its answer to the lost request is ignored).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
@@ -29,7 +29,7 @@ use mcplane_shared::{Envelope, IncidentEvent, IncidentSummary, Service, ServiceE
 use crate::grouping::{IncidentBook, Policy};
 use crate::notify::NotifyLog;
 use crate::owner::STAGE;
-use crate::partition::partition_alerts;
+use crate::partition::partition_segments;
 use crate::rules::Rules;
 use crate::store::{LedgerEntry, PartitionStore, Step};
 
@@ -54,6 +54,60 @@ fn stored_at(msg: &async_nats::jetstream::Message) -> Option<(u64, u64, DateTime
     let p = info.published;
     let at = DateTime::<Utc>::from_timestamp(p.unix_timestamp(), p.nanosecond())?;
     Some((info.stream_sequence, info.pending, at))
+}
+
+/// The segment names a replay met within the last `span` of stream time.
+///
+/// Ingest gathers the segments of a pulled batch into shared messages; a batch whose publish
+/// failed part-way comes again and may be gathered otherwise, so a segment can be stored twice
+/// under two msg ids (the owner's ledger skips the second). The copies are at most one
+/// redelivery chain apart, so only the names of that span are kept, not those of the whole
+/// stream.
+struct RecentSegments {
+    span: chrono::Duration,
+    order: VecDeque<(DateTime<Utc>, String)>,
+    names: HashSet<String>,
+}
+
+impl RecentSegments {
+    fn new(span: chrono::Duration) -> Self {
+        RecentSegments {
+            span,
+            order: VecDeque::new(),
+            names: HashSet::new(),
+        }
+    }
+
+    /// Whether `key`, stored at `at`, is met for the first time within the span.
+    fn first_time(&mut self, key: &str, at: DateTime<Utc>) -> bool {
+        while let Some((then, _)) = self.order.front() {
+            if at - *then <= self.span {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.names.remove(&old);
+            }
+        }
+        if self.names.contains(key) {
+            return false;
+        }
+        self.names.insert(key.to_string());
+        self.order.push_back((at, key.to_string()));
+        true
+    }
+}
+
+/// How far apart two deliveries of one raw message can be stored: `max_deliver` deliveries,
+/// each at most `ack_wait` after the last, twice over for margin (10 minutes by default; a
+/// day at most, the owner's ledger retention).
+fn redelivery_span(bus: &Bus) -> chrono::Duration {
+    let secs = bus
+        .config
+        .ack_wait_secs
+        .saturating_mul(bus.config.max_deliver.max(1).unsigned_abs())
+        .saturating_mul(2)
+        .min(86_400);
+    chrono::Duration::seconds(secs as i64)
 }
 
 /// The next message of a replay that is not finished (the loops stop at the last one): a
@@ -138,6 +192,7 @@ pub async fn rebuild_if_empty(
     // Written with the incidents at the end, so a rebuild cut short leaves the store empty and
     // is simply done again at the next start.
     let mut ledger: Vec<(String, LedgerEntry)> = Vec::new();
+    let mut recent = RecentSegments::new(redelivery_span(bus));
 
     let consumer = stream
         .create_consumer(OrderedConfig {
@@ -165,7 +220,12 @@ pub async fn rebuild_if_empty(
                 .as_ref()
                 .and_then(|h| h.get("Nats-Msg-Id"))
                 .map(|v| v.as_str().to_string());
-            if let Ok((key, envs)) = partition_alerts(&msg.payload, msg_id) {
+            for (key, envs) in partition_segments(&msg.payload, msg_id).unwrap_or_default() {
+                // A segment stored twice (its raw message delivered again and gathered anew)
+                // is applied once, as the owner's ledger did.
+                if !recent.first_time(&key, at) {
+                    continue;
+                }
                 let mut publications = Vec::new();
                 for env in envs {
                     let outcome = book.apply(env.id, &env.body, policy, at);
@@ -286,4 +346,25 @@ pub async fn rebuild_if_empty(
     );
     metrics::counter!("mcplane_correlator_partitions_rebuilt_total").increment(1);
     Ok(Some(rebuilt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_name_is_met_once_within_the_span_and_older_names_are_let_go() {
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |secs: i64| t0 + chrono::Duration::seconds(secs);
+        let mut recent = RecentSegments::new(chrono::Duration::seconds(600));
+        assert!(recent.first_time("alert:raw-a:p1:normalize", at(0)));
+        assert!(recent.first_time("alert:raw-b:p1:normalize", at(1)));
+        // Stored again within the span (gathered anew after a failed publish): skipped.
+        assert!(!recent.first_time("alert:raw-a:p1:normalize", at(300)));
+        assert!(!recent.first_time("alert:raw-b:p1:normalize", at(601)));
+        // Past the span the older names are let go, so memory follows the span, not the stream.
+        assert!(recent.first_time("alert:raw-c:p1:normalize", at(900)));
+        assert_eq!(recent.names.len(), 1);
+        assert!(recent.first_time("alert:raw-a:p1:normalize", at(901)));
+    }
 }

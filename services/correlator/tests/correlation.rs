@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use futures::StreamExt;
 use mcplane_correlator::config::Config;
-use mcplane_shared::bus::Bus;
+use mcplane_shared::bus::{Bus, Publication};
 use mcplane_shared::config::{BusConfig, Common, ServiceConfig};
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
-    AlertBatch, AlertStatus, Envelope, IncidentEvent, IncidentEventKind, IncidentSummary, RawAlert,
-    ServiceError,
+    AlertBatch, AlertSegment, AlertStatus, BatchedAlert, Envelope, IncidentEvent,
+    IncidentEventKind, IncidentSummary, RawAlert, ServiceError,
 };
 use mcplane_testkit::NatsServer;
 use serde_json::{json, Value};
@@ -558,15 +558,24 @@ async fn an_alert_storm_in_one_incident_is_counted_whole_and_told_in_events_the_
 
 /// The canonical alerts stored on the partitions so far.
 async fn stored_batches(h: &Harness) -> Vec<AlertBatch> {
+    stored_by_partition(h)
+        .await
+        .into_iter()
+        .map(|(_, batch)| batch)
+        .collect()
+}
+
+/// The canonical alerts stored on the partitions so far, each message with its partition.
+async fn stored_by_partition(h: &Harness) -> Vec<(u32, AlertBatch)> {
     let mut stored = Vec::new();
     for partition in 0..4 {
-        stored.extend(
-            h.read::<AlertBatch>(
+        let batches = h
+            .read::<AlertBatch>(
                 StreamKind::Alerts,
                 h.bus.subjects.alerts_partition_all(partition),
             )
-            .await,
-        );
+            .await;
+        stored.extend(batches.into_iter().map(|b| (partition, b)));
     }
     stored
 }
@@ -640,5 +649,112 @@ async fn an_alert_too_large_for_the_bus_with_its_original_goes_without_it() {
     let alert = &stored[0].alerts[0].alert;
     assert!(alert.summary.starts_with("Disk full zzz"));
     assert!(alert.original.is_null());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_messages_arriving_together_share_partition_messages_and_a_segment_seen_again_is_not_counted_twice(
+) {
+    // A long linger, so that the burst below is one pulled batch whatever the machine's load.
+    let h = Harness::start(|c| c.linger_ms = 500).await;
+    // Twenty raw messages about one service, published together, one alert each.
+    const RAW: usize = 20;
+    let envelopes: Vec<Envelope<RawAlert>> = (0..RAW)
+        .map(|i| {
+            Envelope::new(
+                TENANT,
+                RawAlert {
+                    source: "generic".into(),
+                    payload: generic("search", &format!("Shard {i} unassigned"), "firing"),
+                    received_at: chrono::Utc::now(),
+                },
+            )
+        })
+        .collect();
+    let subject = h.bus.subjects.alerts_in(TENANT, "generic");
+    let pubs: Vec<Publication> = envelopes
+        .iter()
+        .map(|env| Publication::envelope(subject.clone(), env, "gateway").unwrap())
+        .collect();
+    h.bus.publish_all(&pubs).await.unwrap();
+    counted(&h, RAW as u32).await;
+    // Fewer partition messages than raw messages: gathered, each raw message a segment.
+    let stored = stored_by_partition(&h).await;
+    assert!(stored.len() < RAW, "{} partition messages", stored.len());
+    let (partition, gathered) = stored
+        .iter()
+        .find(|(_, b)| b.segments.len() > 1)
+        .cloned()
+        .expect("a message gathering several raw messages");
+    let mut titles: Vec<&str> = stored
+        .iter()
+        .flat_map(|(_, b)| &b.alerts)
+        .map(|a| a.alert.summary.as_str())
+        .collect();
+    titles.sort_unstable();
+    titles.dedup();
+    assert_eq!(titles.len(), RAW, "every alert once: {titles:?}");
+    let segment_traces: Vec<&str> = gathered
+        .segments
+        .iter()
+        .map(|s| s.trace.trace_id.as_str())
+        .collect();
+    for env in &envelopes {
+        let named = gathered
+            .segments
+            .iter()
+            .any(|s| s.key.starts_with(&env.id.to_string()));
+        if named {
+            assert!(
+                segment_traces.contains(&env.trace.trace_id.as_str()),
+                "a segment keeps its raw message's trace"
+            );
+        }
+    }
+
+    // The gathered message's first segment stored again in another gathering (a raw message
+    // delivered again after ingest published part of its batch), beside a new one, under a
+    // msg id the server has not seen: the owner applies the new segment only.
+    let old = &gathered.segments[0];
+    let partition_subject = h.bus.subjects.alerts_partition(partition, TENANT);
+    let new_alert = mcplane_shared::alerts::normalize(
+        "generic",
+        TENANT,
+        &generic("search", "Shard 99 unassigned", "firing"),
+        chrono::Utc::now(),
+    )
+    .unwrap()
+    .remove(0);
+    let mut alerts: Vec<BatchedAlert> = gathered.alerts[..old.alerts].to_vec();
+    alerts.push(BatchedAlert {
+        id: uuid::Uuid::now_v7(),
+        alert: new_alert,
+    });
+    let again = Envelope::new(
+        TENANT,
+        AlertBatch {
+            alerts,
+            segments: vec![
+                old.clone(),
+                AlertSegment {
+                    key: format!("raw-new:p{partition}:normalize"),
+                    alerts: 1,
+                    trace: mcplane_shared::envelope::TraceContext::new_root(),
+                },
+            ],
+        },
+    );
+    let mut p = Publication::envelope(partition_subject, &again, "normalize").unwrap();
+    p.msg_id = Some(format!("regathered:p{partition}:normalize"));
+    h.bus.publish_all(&[p]).await.unwrap();
+    counted(&h, RAW as u32 + 1).await;
+    let events = h.events().await;
+    let last = events.last().unwrap();
+    assert_eq!(last.alert_count, RAW as u32 + 1);
+    let counts: Vec<u32> = last.alerts.iter().map(|a| a.count).collect();
+    assert!(
+        counts.iter().all(|&c| c == 1),
+        "no alert counted twice: {counts:?}"
+    );
     h.stop().await;
 }

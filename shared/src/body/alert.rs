@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use uuid::Uuid;
 
-use crate::envelope::{BodyKind, Envelope, Kind};
+use crate::envelope::{BodyKind, Envelope, Kind, TraceContext};
 
 /// An alert payload exactly as the monitoring tool sent it, with the source it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -107,14 +107,33 @@ impl BodyKind for CanonicalAlert {
     const KIND: Kind = Kind::Alert;
 }
 
-/// The canonical alerts of one raw message that fall on one partition: what the correlator's
-/// ingest publishes on `mcplane.alerts.part.<n>.<tenant>`. One message per raw message and
-/// partition, not per alert, so that a source sending alerts together (an Alertmanager group, a
-/// generic array) costs the bus and the partition owner one message, one ack and one decode.
+/// Canonical alerts that fall on one partition: what the correlator's ingest publishes on
+/// `mcplane.alerts.part.<n>.<tenant>`. The alerts of one raw message, or, under load, those of
+/// several raw messages pulled together, so that a source sending alerts together (an
+/// Alertmanager group, a generic array) and many sources at once cost the bus and the partition
+/// owner one message, one ack and one decode for many alerts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AlertBatch {
-    /// At least one, in the order of the raw message.
+    /// At least one, in the order of the raw messages.
     pub alerts: Vec<BatchedAlert>,
+    /// Empty when the alerts are those of one raw message (the message's `Nats-Msg-Id` names
+    /// them). Otherwise each raw message's run of `alerts`, in order, together covering them
+    /// all: the partition owner applies and records each on its own, so a raw message delivered
+    /// again and gathered with others is still recognised.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<AlertSegment>,
+}
+
+/// One raw message's run of alerts in an [`AlertBatch`] that gathers several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AlertSegment {
+    /// The run's name, what its message's msg id would be were it alone
+    /// (`<raw id or seq-N>:p<partition>[+<first alert>]:normalize`): the owner's ledger key.
+    pub key: String,
+    /// How many of the batch's alerts, following those of the segments before it (at least one).
+    pub alerts: usize,
+    /// The raw message's trace, which its alerts carry on.
+    pub trace: TraceContext,
 }
 
 /// One alert of an [`AlertBatch`].
