@@ -255,8 +255,8 @@ impl InvokeStage {
                         return StageOutcome::Retry(Duration::from_secs(1));
                     }
                 };
-                let recorded = match serde_json::to_vec(&inv) {
-                    Ok(v) => Bytes::from(v),
+                let (inv, recorded) = match self.recordable(inv) {
+                    Ok(recorded) => recorded,
                     Err(e) => {
                         let error = ErrorBody::new(ErrorCode::Internal, e.to_string());
                         return fail(env, error, json!({}));
@@ -314,6 +314,48 @@ impl InvokeStage {
                 fail(env, error, detail)
             }
         }
+    }
+
+    /// The invocation as the claim records it. An answer too large for the bus (a provider
+    /// asked for a whole document) could never be recorded nor handed on: every delivery would
+    /// fail the same way until the claim was taken as in doubt. It is recorded as refused with
+    /// `payload_too_large` instead, so the request ends now with a coded error (the call is
+    /// still spent, and counted, once).
+    fn recordable(&self, inv: Invocation) -> Result<(Invocation, Bytes), serde_json::Error> {
+        let recorded = serde_json::to_vec(&inv)?;
+        if self.bus.fits(recorded.len()) {
+            return Ok((inv, Bytes::from(recorded)));
+        }
+        let Invocation::Answered {
+            response,
+            routing,
+            attempts,
+        } = inv
+        else {
+            // Only an answer carries a provider's text; the other outcomes are small.
+            return Ok((inv, Bytes::from(recorded)));
+        };
+        let max_payload = self.bus.max_payload();
+        tracing::warn!(
+            provider = %response.provider,
+            bytes = recorded.len(),
+            max_payload,
+            "the model's answer is too large for the bus; the request ends with payload_too_large"
+        );
+        metrics::counter!("mcplane_requests_too_large_total", "stage" => "invoke").increment(1);
+        let refused = Invocation::Refused {
+            code: ErrorCode::PayloadTooLarge,
+            message: format!(
+                "the answer of {} ({} bytes with its record) is larger than the bus carries \
+                 (max_payload {max_payload} bytes); ask for a shorter answer (max_tokens)",
+                response.provider,
+                recorded.len()
+            ),
+            routing,
+            attempts,
+        };
+        let recorded = serde_json::to_vec(&refused)?;
+        Ok((refused, Bytes::from(recorded)))
     }
 
     /// Routes, reserves, calls and settles. `Err` only when nothing was called and the request

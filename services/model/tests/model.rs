@@ -25,17 +25,23 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 /// An OpenAI-compatible provider on a free port that counts its calls.
 async fn counting_provider() -> (String, Arc<AtomicUsize>) {
+    provider_answering("Restart the payments pool.").await
+}
+
+/// An OpenAI-compatible provider on a free port that answers `content` and counts its calls.
+async fn provider_answering(content: &str) -> (String, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = calls.clone();
+    let content = content.to_string();
     let app = Router::new().route(
         "/v1/chat/completions",
         post(move |Json(_body): Json<Value>| {
-            let seen = seen.clone();
+            let (seen, content) = (seen.clone(), content.clone());
             async move {
                 seen.fetch_add(1, Ordering::SeqCst);
                 Json(json!({
                     "model": "stub-1",
-                    "choices": [{"message": {"role": "assistant", "content": "Restart the payments pool."}}],
+                    "choices": [{"message": {"role": "assistant", "content": content}}],
                     "usage": {"prompt_tokens": 12, "completion_tokens": 5}
                 }))
             }
@@ -300,4 +306,35 @@ async fn an_unreachable_provider_falls_back_and_with_no_fallback_the_answer_is_d
     let error = out.body.error.expect("a coded error");
     assert_eq!(error.code, ErrorCode::Degraded);
     assert!(error.message.contains("down"), "{}", error.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_too_large_for_the_bus_ends_the_request_with_payload_too_large_and_one_call() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    // 1.2 MB of answer: past NATS' 1 MiB `max_payload` for the claim's record, let alone the
+    // hand-off carrying it on.
+    let (url, calls) = provider_answering(&"All quiet. ".repeat(110_000)).await;
+    let bus = mcplane_shared::bus::connect(&bus_config(&nats), "test")
+        .await
+        .unwrap();
+    let service = replica(&nats, data.path(), vec![openai("verbose", &url)]);
+
+    let env = request();
+    deliver(&bus, &env, "first").await;
+    let out = result(&bus, &env.id).await;
+    let error = out.body.error.expect("a coded error");
+    assert_eq!(error.code, ErrorCode::PayloadTooLarge, "{}", error.message);
+    assert!(
+        error.message.contains("verbose") && error.message.contains("max_payload"),
+        "{}",
+        error.message
+    );
+    assert!(out.body.response.is_none());
+
+    // Delivered again: the refusal recorded in the claim is reused, the provider not called.
+    deliver(&bus, &env, "again").await;
+    wait_idle(&bus).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    service.stop().await;
 }
