@@ -15,7 +15,7 @@ use mcplane_shared::{
     AiRequest, AuditEvent, AuditOutcome, Envelope, ErrorCode, Exchange, Itinerary, PrincipalKind,
     RequestType, Service,
 };
-use mcplane_testkit::{bus_config, service_config, NatsServer, Running};
+use mcplane_testkit::{bus_config, service_config, stored_result, NatsServer, Running};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -268,7 +268,6 @@ async fn a_missing_or_unknown_key_gets_an_unauthenticated_result_and_a_denied_au
     let inbox = h.bus.client.new_inbox();
     let mut replies = h.bus.client.subscribe(format!("{inbox}.>")).await.unwrap();
     h.bus.client.flush().await.unwrap();
-    let results = ResultStore::open(&h.bus).await.unwrap();
 
     // A well-formed key nobody issued, and no key at all; both claim a tenant.
     let stranger = {
@@ -299,16 +298,8 @@ async fn a_missing_or_unknown_key_gets_an_unauthenticated_result_and_a_denied_au
         assert_eq!(result.credential, None);
     }
     for env in &envs {
-        // The reply and the result's put leave together; the server may store the put a
-        // moment after routing the reply (see `result_publications`), so wait for it.
-        let started = Instant::now();
-        let stored = loop {
-            if let Some(stored) = results.get(&env.id).await.unwrap() {
-                break stored;
-            }
-            assert!(started.elapsed() < DEADLINE, "no stored result");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        };
+        // The reply came first; the stored result may trail it a moment.
+        let stored = stored_result(&h.bus, &env.id, DEADLINE).await;
         assert_eq!(stored.body.error.unwrap().code, ErrorCode::Unauthenticated);
         assert_eq!(stored.credential, None);
         assert_eq!(stored.principal, None);

@@ -14,7 +14,9 @@ use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
     AiRequest, AuditEvent, AuditOutcome, Envelope, ErrorCode, Exchange, RequestType,
 };
-use mcplane_testkit::{bus_config, service_config, stored_messages, NatsServer, Running};
+use mcplane_testkit::{
+    bus_config, service_config, stored_messages, stored_result, NatsServer, Running,
+};
 use serde_json::{json, Value};
 
 const ISSUER: &str = "https://idp.example.com";
@@ -238,15 +240,7 @@ async fn a_request_with_an_expired_token_is_denied_and_audited_with_its_code() {
         .await
         .unwrap();
 
-    let results = mcplane_shared::bus::ResultStore::open(&bus).await.unwrap();
-    let started = Instant::now();
-    let result = loop {
-        if let Some(r) = results.get(&env.id).await.unwrap() {
-            break r;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "no result");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let result = stored_result(&bus, &env.id, Duration::from_secs(15)).await;
     assert_eq!(result.body.error.unwrap().code, ErrorCode::TokenExpired);
     assert_eq!(result.credential, None, "the token is never stored");
     let started = Instant::now();

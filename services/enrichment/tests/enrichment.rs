@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mcplane_enrichment::config::Config;
-use mcplane_shared::bus::{Bus, ResultStore};
+use mcplane_shared::bus::Bus;
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
     AiRequest, AuditEvent, AuditOutcome, Envelope, ErrorCode, Exchange, Itinerary, Principal,
     PrincipalKind, RequestType, Service, Step,
 };
-use mcplane_testkit::{bus_config, service_config, NatsServer, Running};
+use mcplane_testkit::{bus_config, service_config, stored_result, NatsServer, Running};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 const TENANT: &str = "acme";
@@ -204,15 +204,7 @@ async fn request_without_principal_is_delivered_forbidden() {
     let env = request("checkout is down", &[], None);
     h.submit(&env).await;
 
-    let results = ResultStore::open(&h.bus).await.unwrap();
-    let started = Instant::now();
-    let stored = loop {
-        if let Some(stored) = results.get(&env.id).await.unwrap() {
-            break stored;
-        }
-        assert!(started.elapsed() < DEADLINE, "no result stored");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let stored = stored_result(&h.bus, &env.id, DEADLINE).await;
     assert_eq!(stored.body.error.unwrap().code, ErrorCode::Forbidden);
     assert!(stored.body.context.is_empty());
     let audit = h.audit().await;

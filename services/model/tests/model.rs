@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::routing::post;
 use axum::{Json, Router};
 use mcplane_model::config::{Config, ProviderConfig, ProviderKind};
-use mcplane_shared::bus::{Bus, Publication, ResultStore};
+use mcplane_shared::bus::{Bus, Publication};
 use mcplane_shared::ledger::{Ledger, SledLedger};
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
@@ -157,15 +157,7 @@ async fn forwarded(bus: &Bus) -> Envelope<Exchange> {
 }
 
 async fn result(bus: &Bus, id: &uuid::Uuid) -> Envelope<Exchange> {
-    let store = ResultStore::open(bus).await.unwrap();
-    let started = Instant::now();
-    loop {
-        if let Some(env) = store.get(id).await.unwrap() {
-            return env;
-        }
-        assert!(started.elapsed() < DEADLINE, "no result for {id}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    mcplane_testkit::stored_result(bus, id, DEADLINE).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use mcplane_redaction::config::Config;
 use mcplane_redaction::vault::Vault;
-use mcplane_shared::bus::{Bus, ResultStore};
+use mcplane_shared::bus::Bus;
 use mcplane_shared::subjects::StreamKind;
 use mcplane_shared::{
     AiRequest, AiResponse, AuditEvent, AuditOutcome, ContextItem, Envelope, Exchange, Itinerary,
@@ -89,15 +89,7 @@ impl Harness {
 
     /// The request's result, once stored.
     async fn stored_result(&self, id: uuid::Uuid) -> Envelope<Exchange> {
-        let results = ResultStore::open(&self.bus).await.unwrap();
-        let started = Instant::now();
-        loop {
-            if let Some(stored) = results.get(&id).await.unwrap() {
-                return stored;
-            }
-            assert!(started.elapsed() < DEADLINE, "no result stored");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        mcplane_testkit::stored_result(&self.bus, &id, DEADLINE).await
     }
 
     async fn audit(&self) -> AuditEvent {

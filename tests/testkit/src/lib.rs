@@ -15,7 +15,7 @@ pub use alertmanager::{alertmanager_bin, Alertmanager};
 pub use kafka::{tansu_bin, KafkaBroker};
 pub use provider::{Behavior, StubProvider};
 pub use service::{bus_config, service_config, Running};
-pub use stream::stored_messages;
+pub use stream::{stored_messages, stored_result};
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

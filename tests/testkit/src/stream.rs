@@ -45,6 +45,32 @@ pub async fn stored_messages(bus: &Bus, kind: StreamKind, filter: String) -> Vec
     out
 }
 
+/// The result stored for request `id` in the results bucket, waited for up to `deadline`.
+///
+/// A finished request's result leaves as two publications at once, the put into the bucket and
+/// the reply to the caller's inbox; the server may store the put a moment after it routes the
+/// reply (`shared/src/bus/results.rs`), so a test that saw the reply still waits here.
+pub async fn stored_result(
+    bus: &Bus,
+    id: &uuid::Uuid,
+    deadline: std::time::Duration,
+) -> mcplane_shared::Envelope<mcplane_shared::Exchange> {
+    let results = mcplane_shared::bus::ResultStore::open(bus)
+        .await
+        .expect("the results bucket");
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(stored) = results.get(id).await.expect("reading the results bucket") {
+            return stored;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "no result stored for {id} within {deadline:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::subject_matches;
