@@ -30,6 +30,11 @@ pub fn init_logs(config: &LogConfig) {
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Buckets for the histograms that count things rather than time them.
+const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics() -> &'static PrometheusHandle {
     METRICS.get_or_init(|| {
@@ -38,13 +43,18 @@ pub fn metrics() -> &'static PrometheusHandle {
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                 1.0, 2.5, 5.0, 10.0,
             ])
-            // A count, not seconds: messages per handled batch, up to `bus.batch_size`.
+            // Counts, not seconds: messages per handled batch (up to `bus.batch_size`), and the
+            // raw messages' segments gathered into one partition message.
             .and_then(|b| {
                 b.set_buckets_for_metric(
                     Matcher::Full("mcplane_batch_messages".into()),
-                    &[
-                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
-                    ],
+                    COUNT_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("mcplane_correlator_segments_per_message".into()),
+                    COUNT_BUCKETS,
                 )
             })
             .map(|b| b.build_recorder())
@@ -65,6 +75,7 @@ mod tests {
         let handle = metrics();
         metrics::histogram!("mcplane_batch_messages", "consumer" => "test").record(3.0);
         metrics::histogram!("mcplane_batch_seconds", "consumer" => "test").record(0.003);
+        metrics::histogram!("mcplane_correlator_segments_per_message").record(40.0);
         let text = handle.render();
         let line = |prefix: &str| {
             text.lines()
@@ -77,5 +88,7 @@ mod tests {
         assert!(
             line("mcplane_batch_seconds_bucket{consumer=\"test\",le=\"0.005\"}").ends_with(" 1")
         );
+        assert!(line("mcplane_correlator_segments_per_message_bucket{le=\"64\"}").ends_with(" 1"));
+        assert!(line("mcplane_correlator_segments_per_message_bucket{le=\"32\"}").ends_with(" 0"));
     }
 }

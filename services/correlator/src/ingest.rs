@@ -330,6 +330,7 @@ impl Ingest {
         mut run: Vec<Segment>,
         out: &mut Vec<Publication>,
     ) -> Result<(), ServiceError> {
+        let segments = metrics::histogram!("mcplane_correlator_segments_per_message");
         if run.len() == 1 {
             let Segment {
                 subject, key, env, ..
@@ -337,6 +338,7 @@ impl Ingest {
             let mut p = Publication::envelope(subject, &env, STAGE)?;
             p.msg_id = Some(key);
             out.push(p);
+            segments.record(1.0);
             return Ok(());
         }
         let (env, counts) = gather(&mut run);
@@ -344,6 +346,7 @@ impl Ingest {
         if self.bus.fits(p.payload.len()) {
             p.msg_id = Some(gathered_msg_id(&run));
             out.push(p);
+            segments.record(run.len() as f64);
             return Ok(());
         }
         tracing::warn!(
