@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mcplane_auth::keys::KeyStore;
 use mcplane_shared::{PrincipalKind, Service};
-use mcplane_testkit::{Behavior, StubProvider};
+use mcplane_testkit::{stored_result, Behavior, StubProvider};
 use mcplane_tests::{alertmanager_payload, eventually, TestFleet};
 use serde_json::{json, Value};
 
@@ -128,13 +128,7 @@ async fn a_forged_tenant_in_the_body_is_refused_and_reaches_nothing() {
         .unwrap()
         .await
         .unwrap();
-    let results = mcplane_shared::bus::ResultStore::open(&bus).await.unwrap();
-    let result = eventually(Duration::from_secs(20), || {
-        let results = results.clone();
-        async move { results.get(&id).await.ok().flatten() }
-    })
-    .await
-    .expect("a result");
+    let result = stored_result(&bus, &id, Duration::from_secs(20)).await;
     assert_eq!(result.tenant, "acme");
     assert_eq!(stub.call_count(), 1);
     tf.stop().await;

@@ -341,7 +341,7 @@ impl Ingest {
             segments.record(1.0);
             return Ok(());
         }
-        let (env, counts) = gather(&mut run);
+        let env = gather(&mut run);
         let mut p = Publication::envelope(run[0].subject.clone(), &env, STAGE)?;
         if self.bus.fits(p.payload.len()) {
             p.msg_id = Some(gathered_msg_id(&run));
@@ -354,7 +354,7 @@ impl Ingest {
             bytes = p.payload.len(),
             "gathered canonical alerts too large for the bus; sending them in two"
         );
-        scatter(env.body.alerts, &counts, &mut run);
+        scatter(env.body, &mut run);
         let second = run.split_off(run.len() / 2);
         self.gathered(run, out)?;
         self.gathered(second, out)
@@ -362,15 +362,13 @@ impl Ingest {
 }
 
 /// The envelope of a message gathering `run`'s segments (their alerts moved into it, in
-/// order), and how many alerts each gave. Its envelope fields are the first segment's, but for
-/// the principal: the segments may come from different callers, and each keeps its trace.
-fn gather(run: &mut [Segment]) -> (Envelope<AlertBatch>, Vec<usize>) {
+/// order, each segment listed with its count). Its envelope fields are the first segment's, but
+/// for the principal: the segments may come from different callers, and each keeps its trace.
+fn gather(run: &mut [Segment]) -> Envelope<AlertBatch> {
     let total = run.iter().map(|s| s.env.body.alerts.len()).sum();
     let mut alerts = Vec::with_capacity(total);
     let mut segments = Vec::with_capacity(run.len());
-    let mut counts = Vec::with_capacity(run.len());
     for s in run.iter_mut() {
-        counts.push(s.env.body.alerts.len());
         segments.push(AlertSegment {
             key: s.key.clone(),
             alerts: s.env.body.alerts.len(),
@@ -381,13 +379,17 @@ fn gather(run: &mut [Segment]) -> (Envelope<AlertBatch>, Vec<usize>) {
     let first = &run[0].env;
     let mut env = Envelope::new(first.tenant.clone(), AlertBatch { alerts, segments });
     env.trace = first.trace.clone();
-    (env, counts)
+    env
 }
 
-/// Gives `run`'s segments their alerts back (what [`gather`] took).
-fn scatter(mut alerts: Vec<BatchedAlert>, counts: &[usize], run: &mut [Segment]) {
-    for (s, &n) in run.iter_mut().zip(counts).rev() {
-        s.env.body.alerts = alerts.split_off(alerts.len() - n);
+/// Gives `run`'s segments their alerts back (what [`gather`] took), by the counts it listed.
+fn scatter(gathered: AlertBatch, run: &mut [Segment]) {
+    let AlertBatch {
+        mut alerts,
+        segments,
+    } = gathered;
+    for (s, listed) in run.iter_mut().zip(&segments).rev() {
+        s.env.body.alerts = alerts.split_off(alerts.len() - listed.alerts);
     }
 }
 
@@ -495,8 +497,7 @@ mod tests {
             segment("raw-c:p1+40:normalize", 3),
         ];
         let before = ids(&run);
-        let (env, counts) = gather(&mut run);
-        assert_eq!(counts, [2, 1, 3]);
+        let env = gather(&mut run);
         assert!(run.iter().all(|s| s.env.body.alerts.is_empty()));
         let gathered: Vec<Uuid> = env.body.alerts.iter().map(|a| a.id).collect();
         assert_eq!(gathered, before.concat());
@@ -516,7 +517,7 @@ mod tests {
         assert_eq!(env.tenant, "acme");
         assert!(env.principal.is_none());
 
-        scatter(env.body.alerts, &counts, &mut run);
+        scatter(env.body, &mut run);
         assert_eq!(ids(&run), before);
     }
 

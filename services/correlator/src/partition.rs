@@ -19,7 +19,7 @@ pub fn partition_of_key(key: &str, partitions: u32) -> u32 {
 }
 
 /// One raw message's alerts in a partition message: its ledger key, its alerts.
-pub type Segment = (String, Vec<Envelope<CanonicalAlert>>);
+pub type SegmentAlerts = (String, Vec<Envelope<CanonicalAlert>>);
 
 /// The segments of one partition message, each with its ledger key and its alerts, in order.
 ///
@@ -32,7 +32,7 @@ pub type Segment = (String, Vec<Envelope<CanonicalAlert>>);
 pub fn partition_segments(
     payload: &[u8],
     msg_id: Option<String>,
-) -> Result<Vec<Segment>, ErrorCode> {
+) -> Result<Vec<SegmentAlerts>, ErrorCode> {
     let Ok(mut batch) = Envelope::<AlertBatch>::from_slice(payload) else {
         let env = Envelope::<CanonicalAlert>::from_slice(payload)?;
         let key = format!("alert:{}", msg_id.unwrap_or_else(|| env.id.to_string()));
@@ -75,7 +75,7 @@ pub(crate) mod tests {
 
     use super::*;
 
-    fn one(found: Result<Vec<Segment>, ErrorCode>) -> Segment {
+    fn one(found: Result<Vec<SegmentAlerts>, ErrorCode>) -> SegmentAlerts {
         let mut found = found.unwrap();
         assert_eq!(found.len(), 1, "one segment");
         found.remove(0)

@@ -88,10 +88,9 @@ impl RecentSegments {
                 self.names.remove(&old);
             }
         }
-        if self.names.contains(key) {
+        if !self.names.insert(key.to_string()) {
             return false;
         }
-        self.names.insert(key.to_string());
         self.order.push_back((at, key.to_string()));
         true
     }
