@@ -100,10 +100,11 @@ struct Shapes {
     /// last: (first joint, last joint). A MAC address has five, three bytes apart; a UUID four,
     /// a timestamp two.
     hex_chains: Vec<(usize, usize)>,
-    /// Chains of colons at most five bytes apart that hold a `::` or at least five `hex:hex`
+    /// Chains of colons at most five bytes apart that hold a `::` or at least six `hex:hex`
     /// joints: (first colon, last colon). Every IPv6 address lies in one (it is compressed, or
-    /// has seven colons, or six before an embedded IPv4 address), so the IPv6 rule searches
-    /// only these; a timestamp's chain (two joints) is never searched.
+    /// has seven colons, or six before an embedded IPv4 address, every one of them a joint), so
+    /// the IPv6 rule searches only these; a MAC address's chain (five joints) and a
+    /// timestamp's (two) are never searched.
     colon_chains: Vec<(usize, usize)>,
     /// Where a group of digits followed by at most one letter, a space and a capital letter
     /// begins (`221B Baker`, `1600 Pennsylvania`): the only places a street address can start.
@@ -998,7 +999,7 @@ fn shapes(text: &str, out: &mut Shapes) {
     colon_chains.clear();
     let close = |chain: Option<(usize, usize, bool, u32)>, chains: &mut Vec<(usize, usize)>| {
         if let Some((first, last, double, joints)) = chain {
-            if double || joints >= 5 {
+            if double || joints >= 6 {
                 chains.push((first, last));
             }
         }

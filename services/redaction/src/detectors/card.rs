@@ -5,12 +5,12 @@
 //! ids would be a steady stream of false positives; the issuer prefix removes most of those
 //! (timestamps start with 1) at no cost to real cards.
 
-use super::{byte_before, runs_in, runs_on, EntityType, RuleSpec, Trigger};
+use super::{byte_at, byte_before, runs_in, runs_on, EntityType, RuleSpec, Trigger};
 
 pub const RULE: RuleSpec = RuleSpec {
     kind: EntityType::Card,
     pattern: PATTERN,
-    trigger: Trigger::Digits(13, may_start),
+    trigger: Trigger::Digits(13, may_start_grouped),
     confirm,
     base: 1.0,
     context: &[],
@@ -24,6 +24,15 @@ pub fn may_start(text: &str, start: usize) -> bool {
     matches!(text.as_bytes()[start], b'2'..=b'6')
         && !runs_in(text, start)
         && byte_before(text, start) != Some(b'+')
+}
+
+/// Where the regex is worth trying: [`may_start`], then a second digit, right after or after
+/// one space or dash.
+pub fn may_start_grouped(text: &str, start: usize) -> bool {
+    let digit_at = |at| byte_at(text, at).is_some_and(|b: u8| b.is_ascii_digit());
+    may_start(text, start)
+        && (digit_at(start + 1)
+            || (matches!(byte_at(text, start + 1), Some(b' ' | b'-')) && digit_at(start + 2)))
 }
 
 pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {

@@ -4,14 +4,16 @@
 //! The ISO 13616 mod-97 check passes one random string in 97 and the per-country length table
 //! removes most of the rest, so an IBAN needs no context word.
 
-use super::{byte_at, byte_before, is_word, EntityType, RuleSpec, Trigger};
+use super::{
+    begins_with, byte_at, byte_before, capital, digit, is_word, EntityType, RuleSpec, Trigger,
+};
 
 pub const PATTERN: &str = r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?";
 
 pub const RULE: RuleSpec = RuleSpec {
     kind: EntityType::Iban,
     pattern: PATTERN,
-    trigger: Trigger::Digits(10, may_start),
+    trigger: Trigger::Digits(10, may_start_coded),
     confirm,
     base: 1.0,
     context: &["iban", "account", "bank", "transfer", "sepa"],
@@ -63,6 +65,12 @@ const LENGTHS: &[(&str, usize)] = &[
 /// An IBAN begins with a capital letter (its country code) that no word character precedes.
 pub fn may_start(text: &str, start: usize) -> bool {
     text.as_bytes()[start].is_ascii_uppercase() && !byte_before(text, start).is_some_and(is_word)
+}
+
+/// Where the regex is worth trying: [`may_start`], then the country code's second letter and
+/// the two check digits every match begins with.
+pub fn may_start_coded(text: &str, start: usize) -> bool {
+    may_start(text, start) && begins_with(text, start, &[capital, capital, digit, digit])
 }
 
 pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {

@@ -160,6 +160,14 @@ mod tests {
             vec!["2001:0db8:0000:0000:0000:ff00:0042:8329"]
         );
         assert_eq!(found(Ip, "addr:2001:db8::1: timeout"), vec!["2001:db8::1"]);
+        // Uncompressed with an embedded IPv4 address: six colons, the fewest an address
+        // without `::` has (the engine searches no shorter chain of them).
+        assert_eq!(
+            found(Ip, "nat64 64:ff9b:0:0:0:0:192.0.2.33 up"),
+            vec!["64:ff9b:0:0:0:0:192.0.2.33"]
+        );
+        // A MAC address (five colons) is not one.
+        assert!(found(Ip, "lease for fc:68:ee:12:d4:f9 renewed").is_empty());
     }
 
     #[test]

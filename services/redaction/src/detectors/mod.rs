@@ -238,8 +238,8 @@ pub enum Trigger {
     /// A digit group, at most one letter, a space and a capital (`221B Baker`): the regex is
     /// tried anchored at each such group.
     NumberThenCapital,
-    /// A chain of colons holding a `::` or five `hex:hex` joints (an IPv6 address): the regex
-    /// searches only around such chains.
+    /// A chain of colons holding a `::` or six `hex:hex` joints (an IPv6 address; a MAC
+    /// address has five): the regex searches only around such chains.
     Ipv6Colons,
     /// Five `hex:hex` or `hex-hex` joints in a row (a MAC address): the regex searches only
     /// around such chains.
@@ -296,6 +296,24 @@ pub fn confirm_standalone(text: &str, start: usize, end: usize) -> Option<(usize
         && end > 0
         && text.as_bytes().get(end - 1).copied().is_some_and(is_word);
     (!glued && !glued_after && end > start).then_some((start, end))
+}
+
+/// Whether `text` holds, from `at` on, a byte of each class in `classes` in turn: a cheap
+/// necessary condition that a start test checks before a rule's regex is tried there (one
+/// failed regex try costs hundreds of instructions, most of them the regex engine's set-up).
+pub(crate) fn begins_with(text: &str, at: usize, classes: &[fn(u8) -> bool]) -> bool {
+    let Some(rest) = text.as_bytes().get(at..at + classes.len()) else {
+        return false;
+    };
+    rest.iter().zip(classes).all(|(&b, class)| class(b))
+}
+
+pub(crate) fn digit(b: u8) -> bool {
+    b.is_ascii_digit()
+}
+
+pub(crate) fn capital(b: u8) -> bool {
+    b.is_ascii_uppercase()
 }
 
 /// The byte before `at`, if any.

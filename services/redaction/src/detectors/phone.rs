@@ -5,7 +5,9 @@
 //! a national number must have a recognised shape and separators, every form needs 9 to 15
 //! digits, and a candidate glued to a neighbouring number or identifier is not a phone number.
 
-use super::{byte_before, runs_in, runs_on, EntityType, RuleSpec, Trigger};
+use super::{
+    begins_with, byte_at, byte_before, digit, runs_in, runs_on, EntityType, RuleSpec, Trigger,
+};
 
 /// Words that make a borderline number a phone number.
 const CONTEXT: &[&str] = &[
@@ -15,7 +17,7 @@ const CONTEXT: &[&str] = &[
 pub const RULE: RuleSpec = RuleSpec {
     kind: EntityType::Phone,
     pattern: PATTERN,
-    trigger: Trigger::Digits(9, may_start),
+    trigger: Trigger::Digits(9, may_start_shaped),
     confirm,
     base: 0.7,
     context: CONTEXT,
@@ -39,6 +41,46 @@ pub fn may_start(text: &str, start: usize) -> bool {
         b'+' => !byte_before(text, start).is_some_and(|b| b.is_ascii_alphanumeric() || b == b'+'),
         b'(' | b'0'..=b'9' => !runs_in(text, start) && byte_before(text, start) != Some(b'+'),
         _ => false,
+    }
+}
+
+/// Where the regex is worth trying: [`may_start`], then what every branch of [`PATTERN`]
+/// beginning with that byte needs next:
+/// - `+`: a country code's first digit (1-9);
+/// - `0`: a trunk prefix's area digit (1-9);
+/// - `(`: a trunk prefix's `0` and area digit, or a North American area code and `)`;
+/// - `1`: a North American number after it and an optional separator, from its `(` and area
+///   digit, or its area code and exchange;
+/// - 2-9: a North American number whole (area code, exchange, line).
+///
+/// Epoch milliseconds, dotted quads and dashed SSNs then never reach the regex.
+pub fn may_start_shaped(text: &str, start: usize) -> bool {
+    const NONZERO: fn(u8) -> bool = |b| matches!(b, b'1'..=b'9');
+    const AREA: fn(u8) -> bool = |b| matches!(b, b'2'..=b'9');
+    const SEPARATOR: fn(u8) -> bool = |b| matches!(b, b' ' | b'.' | b'-');
+    const ZERO: fn(u8) -> bool = |b| b == b'0';
+    const OPEN: fn(u8) -> bool = |b| b == b'(';
+    const CLOSE: fn(u8) -> bool = |b| b == b')';
+    const AREA_EXCHANGE: [fn(u8) -> bool; 8] =
+        [AREA, digit, digit, SEPARATOR, AREA, digit, digit, SEPARATOR];
+    const NORTH_AMERICAN: [fn(u8) -> bool; 12] = [
+        AREA, digit, digit, SEPARATOR, AREA, digit, digit, SEPARATOR, digit, digit, digit, digit,
+    ];
+    if !may_start(text, start) {
+        return false;
+    }
+    let next = start + 1;
+    match text.as_bytes()[start] {
+        b'+' | b'0' => begins_with(text, next, &[NONZERO]),
+        b'(' => {
+            begins_with(text, next, &[ZERO, NONZERO])
+                || begins_with(text, next, &[AREA, digit, digit, CLOSE])
+        }
+        b'1' => {
+            let area = next + usize::from(byte_at(text, next).is_some_and(SEPARATOR));
+            begins_with(text, area, &[OPEN, AREA]) || begins_with(text, area, &AREA_EXCHANGE)
+        }
+        _ => begins_with(text, start, &NORTH_AMERICAN),
     }
 }
 
@@ -81,6 +123,13 @@ mod tests {
         assert_eq!(
             found(Phone, "(415) 555-2671, 415.555.2671 and 1-800-555-0199"),
             vec!["(415) 555-2671", "415.555.2671", "1-800-555-0199"]
+        );
+        assert_eq!(
+            found(
+                Phone,
+                "dial 1 (415) 555-2671 or 1(415)555-2671 or 1415 555 2671"
+            ),
+            vec!["1 (415) 555-2671", "1(415)555-2671", "1415 555 2671"]
         );
         assert_eq!(
             found(Phone, "UK 020 7946 0958, (020) 7946 0958, AU 0412 345 678, FR 06 12 34 56 78, DE 030-12345678"),

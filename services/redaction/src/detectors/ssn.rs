@@ -3,7 +3,7 @@
 //! (`SSN`, `social security`), which is also what switches their regexes on. Every form must pass the SSA's structural rules: area not 000,
 //! 666 or 9xx, group not 00, serial not 0000.
 
-use super::{runs_in, runs_on, EntityType, RuleSpec, Trigger};
+use super::{begins_with, digit, runs_in, runs_on, EntityType, RuleSpec, Trigger};
 
 const CONTEXT: &[&str] = &["ssn", "social security", "ss#", "ss no", "taxpayer"];
 
@@ -11,7 +11,7 @@ pub const RULES: [RuleSpec; 2] = [
     RuleSpec {
         kind: EntityType::Ssn,
         pattern: r"[0-9]{3}-[0-9]{2}-[0-9]{4}",
-        trigger: Trigger::Digits(9, may_start),
+        trigger: Trigger::Digits(9, may_start_dashed),
         confirm,
         base: 0.5,
         context: CONTEXT,
@@ -31,6 +31,15 @@ pub const RULES: [RuleSpec; 2] = [
 /// An SSN begins with a digit that is not inside a longer number or word.
 pub fn may_start(text: &str, start: usize) -> bool {
     text.as_bytes()[start].is_ascii_digit() && !runs_in(text, start)
+}
+
+/// Where the dashed form may begin: [`may_start`], and the whole `ddd-dd-dddd` shape there.
+pub fn may_start_dashed(text: &str, start: usize) -> bool {
+    const DASH: fn(u8) -> bool = |b| b == b'-';
+    const SHAPE: [fn(u8) -> bool; 11] = [
+        digit, digit, digit, DASH, digit, digit, DASH, digit, digit, digit, digit,
+    ];
+    may_start(text, start) && begins_with(text, start, &SHAPE)
 }
 
 pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
