@@ -308,10 +308,12 @@ pub(crate) fn begins_with(text: &str, at: usize, classes: &[fn(u8) -> bool]) -> 
     rest.iter().zip(classes).all(|(&b, class)| class(b))
 }
 
+/// A class for [`begins_with`]: an ASCII digit.
 pub(crate) fn digit(b: u8) -> bool {
     b.is_ascii_digit()
 }
 
+/// A class for [`begins_with`]: an ASCII capital letter.
 pub(crate) fn capital(b: u8) -> bool {
     b.is_ascii_uppercase()
 }
