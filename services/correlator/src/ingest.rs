@@ -300,25 +300,27 @@ impl Ingest {
     /// gathered while their sizes sum within `budget`, in order.
     pub fn messages(
         &self,
-        segments: Vec<Segment>,
+        mut segments: Vec<Segment>,
         budget: usize,
     ) -> Result<Vec<Publication>, ServiceError> {
-        let mut groups: BTreeMap<String, Vec<(usize, Vec<Segment>)>> = BTreeMap::new();
-        for segment in segments {
-            let runs = groups.entry(segment.subject.clone()).or_default();
-            match runs.last_mut() {
-                Some((bytes, run)) if *bytes + segment.bytes <= budget => {
-                    *bytes += segment.bytes;
-                    run.push(segment);
-                }
-                _ => runs.push((segment.bytes, vec![segment])),
-            }
-        }
+        // By subject (partition and tenant); the sort is stable, so each keeps the batch's order.
+        segments.sort_by(|a, b| a.subject.cmp(&b.subject));
         let mut pubs = Vec::new();
-        for (_, runs) in groups {
-            for (_, run) in runs {
-                self.gathered(run, &mut pubs)?;
+        let (mut run, mut bytes): (Vec<Segment>, usize) = (Vec::new(), 0);
+        for segment in segments {
+            let joins = run
+                .last()
+                .is_some_and(|last| last.subject == segment.subject)
+                && bytes + segment.bytes <= budget;
+            if !joins && !run.is_empty() {
+                self.gathered(std::mem::take(&mut run), &mut pubs)?;
+                bytes = 0;
             }
+            bytes += segment.bytes;
+            run.push(segment);
+        }
+        if !run.is_empty() {
+            self.gathered(run, &mut pubs)?;
         }
         Ok(pubs)
     }
